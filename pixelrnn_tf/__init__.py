@@ -1,0 +1,16 @@
+"""pixelrnn_tf: PixelRNN (van den Oord et al., 2016) for TensorFlow / Keras 3."""
+
+from pixelrnn_tf.blocks import PixelCNNBlock, RecurrentBlock
+from pixelrnn_tf.diagonal_lstm import DiagonalBiLSTM, DiagonalLSTM, skew, unskew
+from pixelrnn_tf.losses import BitsPerDim, NegativeLogLikelihood, nats_to_bits_per_dim
+from pixelrnn_tf.masked_conv import MaskedConv2D
+from pixelrnn_tf.masks import causal_mask
+from pixelrnn_tf.model import ARCHITECTURES, PixelRNN
+from pixelrnn_tf.row_lstm import RowLSTM
+
+__all__ = [
+    "ARCHITECTURES", "BitsPerDim", "DiagonalBiLSTM", "DiagonalLSTM", "MaskedConv2D",
+    "NegativeLogLikelihood", "PixelCNNBlock", "PixelRNN", "RecurrentBlock", "RowLSTM",
+    "causal_mask", "nats_to_bits_per_dim", "skew", "unskew",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,203 @@
+"""The PixelRNN model: first 7x7 mask-A layer, a body of residual blocks, skip connections and
+a two-layer ReLU / 1x1 mask-B output over `levels` values per sub-pixel."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from pixelrnn_tf import losses
+from pixelrnn_tf.blocks import PixelCNNBlock, RecurrentBlock
+from pixelrnn_tf.masked_conv import MaskedConv2D
+
+ARCHITECTURES = ("row_lstm", "diagonal_bilstm", "pixelcnn")
+
+
+def validate_images(images, image_shape, levels):
+    """Checks images against the model contract; returns them as an int32 tensor.
+
+    Shape, rank and dtype problems raise `ValueError` at trace time. Values outside
+    [0, levels) raise `ValueError` when the images are concrete (eager) and an
+    `InvalidArgumentError` from an in-graph assert otherwise.
+    """
+    images = tf.convert_to_tensor(images)
+    if not (images.dtype.is_integer or images.dtype == tf.bool):
+        raise ValueError(
+            f"images must be an integer tensor of values in [0, {levels}), got dtype "
+            f"{images.dtype.name}; cast quantized pixels to int (do not scale them)")
+    if images.shape.rank != 4:
+        raise ValueError(
+            f"images must have rank 4 [batch, height, width, channels], got shape "
+            f"{images.shape}")
+    expected = tuple(image_shape)
+    for axis, (got, want) in enumerate(zip(images.shape[1:], expected)):
+        if got is not None and got != want:
+            name = ("height", "width", "channels")[axis]
+            raise ValueError(
+                f"images {name} is {got} but the model expects image shape {expected} "
+                f"(got shape {tuple(images.shape)})")
+    images = tf.cast(images, tf.int32)
+    if tf.executing_eagerly():
+        if images.shape.num_elements():
+            low, high = int(tf.reduce_min(images)), int(tf.reduce_max(images))
+            if low < 0 or high >= levels:
+                raise ValueError(
+                    f"image values must lie in [0, {levels}), got min {low} max {high}")
+    else:
+        check = tf.debugging.Assert(
+            tf.reduce_all((images >= 0) & (images < levels)),
+            [f"image values must lie in [0, {levels})", tf.reduce_min(images),
+             tf.reduce_max(images)])
+        with tf.control_dependencies([check]):
+            images = tf.identity(images)
+    return images
+
+
+@keras.saving.register_keras_serializable(package="pixelrnn_tf")
+class PixelRNN(keras.Model):
+    """PixelRNN / PixelCNN over discrete images with exact likelihood.
+
+    Args:
+      architecture: "row_lstm", "diagonal_bilstm" or "pixelcnn".
+      image_shape: (H, W, C), any C >= 1; channels are modelled in order (R, G, B).
+      levels: values per sub-pixel (2 binary, 17 digits, 256 8-bit).
+      num_layers: residual blocks in the body.
+      hidden_dim: h; blocks carry 2h features, each LSTM has h units per gate.
+      output_dim: feature maps of the output layers (paper: 32 MNIST, 1024 CIFAR/ImageNet);
+        default 32 for levels <= 16, else 1024 (capped at 16 * levels).
+      residual: residual connections around every block.
+      skip: learnable 1x1 skip connections from every block to the output.
+      first_kernel: size of the first mask-A convolution (paper: 7).
+      row_kernel: width k of the Row LSTM's input-to-state 1 x k convolution (paper: 3).
+      **kwargs: `keras.Model` arguments (name, ...).
+
+    Call: images [B, H, W, C] integer in [0, levels) -> logits [B, H, W, C, levels].
+    """
+
+    def __init__(self, architecture="diagonal_bilstm", image_shape=(28, 28, 1), levels=256,
+                 num_layers=7, hidden_dim=16, output_dim=None, residual=True, skip=True,
+                 first_kernel=7, row_kernel=3, **kwargs):
+        super().__init__(**kwargs)
+        if architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
+        image_shape = tuple(int(d) for d in image_shape)
+        if len(image_shape) != 3 or min(image_shape) < 1:
+            raise ValueError(f"image_shape must be (H, W, C) with positive sizes, got "
+                             f"{image_shape}")
+        channels = image_shape[2]
+        if levels < 2:
+            raise ValueError(f"levels must be >= 2, got {levels}")
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        if hidden_dim < channels:
+            raise ValueError(f"hidden_dim ({hidden_dim}) must be >= the channel count "
+                             f"({channels}) so every colour group has features")
+        if output_dim is None:
+            output_dim = 32 if levels <= 16 else min(1024, 16 * levels)
+        self.architecture = architecture
+        self.image_shape = image_shape
+        self.levels = int(levels)
+        self.num_layers = int(num_layers)
+        self.hidden_dim = int(hidden_dim)
+        self.output_dim = int(output_dim)
+        self.residual = bool(residual)
+        self.skip = bool(skip)
+        self.first_kernel = int(first_kernel)
+        self.row_kernel = int(row_kernel)
+
+        conv = lambda filters, size, mask, name: MaskedConv2D(  # noqa: E731
+            filters, size, mask_type=mask, colour_groups=channels, name=name)
+        self.first_conv = conv(2 * hidden_dim, first_kernel, "A", "first_conv")
+        if architecture == "pixelcnn":
+            self.body = [PixelCNNBlock(hidden_dim, channels, residual, name=f"block_{i}")
+                         for i in range(num_layers)]
+        else:
+            self.body = [RecurrentBlock(architecture, hidden_dim, channels, residual,
+                                        row_kernel, name=f"block_{i}")
+                         for i in range(num_layers)]
+        self.skip_convs = ([conv(2 * hidden_dim, 1, "B", f"skip_{i}") for i in range(num_layers)]
+                           if skip else [])
+        self.output_hidden = conv(output_dim, 1, "B", "output_hidden")
+        self.output_logits = conv(channels * levels, 1, "B", "output_logits")
+
+    @property
+    def num_dims(self):
+        """Sub-pixels per image, H * W * C."""
+        return int(np.prod(self.image_shape))
+
+    def build(self, input_shape=None):
+        height, width, channels = self.image_shape
+        features = (None, height, width, 2 * self.hidden_dim)
+        self.first_conv.build((None, height, width, channels))
+        for layer in self.body + self.skip_convs:
+            layer.build(features)
+        self.output_hidden.build(features)
+        self.output_logits.build((None, height, width, self.output_dim))
+        self.built = True
+
+    def scale_inputs(self, images):
+        """Integer images [B, H, W, C] -> floats in [-1, 1] (the paper only scales and centres)."""
+        return tf.cast(images, self.compute_dtype) * (2.0 / (self.levels - 1)) - 1.0
+
+    def features(self, scaled_images, conditioning=None):
+        """Body features before the output layers: scaled images [B, H, W, C] -> [B, H, W, 2h].
+
+        Takes the float output of `scale_inputs`, so gradients w.r.t. the pixels exist
+        (causality tests). conditioning: optional list with one additive map per block
+        (Multi-Scale PixelRNN).
+        """
+        x = self.first_conv(scaled_images)
+        skips = []
+        for i, block in enumerate(self.body):
+            x = block(x, conditioning=None if conditioning is None else conditioning[i])
+            if self.skip:
+                skips.append(self.skip_convs[i](x))
+        return tf.add_n(skips) if self.skip else x
+
+    def head(self, features):
+        """[B, H, W, 2h] -> logits [B, H, W, C, levels]."""
+        height, width, channels = self.image_shape
+        logits = self.output_logits(tf.nn.relu(self.output_hidden(tf.nn.relu(features))))
+        return tf.reshape(logits, (-1, height, width, channels, self.levels))
+
+    def call(self, images, conditioning=None):
+        images = validate_images(images, self.image_shape, self.levels)
+        return self.head(self.features(self.scale_inputs(images), conditioning))
+
+    def pixel_log_prob(self, images):
+        """[B, H, W, C] integer -> [B, H, W, C] nats: log p of each sub-pixel given the past."""
+        return losses.pixel_log_prob(self(images), validate_images(
+            images, self.image_shape, self.levels))
+
+    def log_prob(self, images):
+        """[B, H, W, C] integer -> [B] exact log-likelihood in nats."""
+        return tf.reduce_sum(self.pixel_log_prob(images), axis=[1, 2, 3])
+
+    def bits_per_dim(self, images):
+        """[B, H, W, C] integer -> [B] negative log-likelihood in bits per sub-pixel."""
+        return losses.nats_to_bits_per_dim(-self.log_prob(images), self.num_dims)
+
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
+        """Like `keras.Model.compile`; the loss defaults to the mean NLL (nats per image) and
+        bits/dim is tracked. Datasets may yield images alone (no labels)."""
+        super().compile(optimizer=optimizer,
+                        loss=loss or losses.NegativeLogLikelihood(),
+                        metrics=metrics if metrics is not None else [losses.BitsPerDim()],
+                        **kwargs)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        return super().compute_loss(x, x if y is None else y, y_pred, sample_weight,
+                                    training=training)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        return super().compute_metrics(x, x if y is None else y, y_pred, sample_weight)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(architecture=self.architecture, image_shape=list(self.image_shape),
+                      levels=self.levels, num_layers=self.num_layers,
+                      hidden_dim=self.hidden_dim, output_dim=self.output_dim,
+                      residual=self.residual, skip=self.skip,
+                      first_kernel=self.first_kernel, row_kernel=self.row_kernel)
+        return config
