@@ -42,7 +42,8 @@ def causal_mask(kernel_h: int, kernel_w: int, in_channels: int, out_channels: in
     if kernel_h % 2 == 0 or kernel_w % 2 == 0:
         raise ValueError(f"kernel size must be odd, got {kernel_h}x{kernel_w}")
     if out_channels % out_blocks:
-        raise ValueError(f"out_channels={out_channels} is not a multiple of out_blocks={out_blocks}")
+        raise ValueError(
+            f"out_channels={out_channels} is not a multiple of out_blocks={out_blocks}")
     mask = np.zeros((kernel_h, kernel_w, in_channels, out_channels), np.float32)
     ch, cw = kernel_h // 2, kernel_w // 2
     mask[:ch] = 1.0  # rows above the centre
