@@ -6,11 +6,13 @@ from pixelrnn_tf.losses import BitsPerDim, NegativeLogLikelihood, nats_to_bits_p
 from pixelrnn_tf.masked_conv import MaskedConv2D
 from pixelrnn_tf.masks import causal_mask
 from pixelrnn_tf.model import ARCHITECTURES, PixelRNN
+from pixelrnn_tf.multiscale import MultiScalePixelRNN
 from pixelrnn_tf.row_lstm import RowLSTM
 
 __all__ = [
     "ARCHITECTURES", "BitsPerDim", "DiagonalBiLSTM", "DiagonalLSTM", "MaskedConv2D",
-    "NegativeLogLikelihood", "PixelCNNBlock", "PixelRNN", "RecurrentBlock", "RowLSTM",
+    "MultiScalePixelRNN", "NegativeLogLikelihood", "PixelCNNBlock", "PixelRNN",
+    "RecurrentBlock", "RowLSTM",
     "causal_mask", "nats_to_bits_per_dim", "skew", "unskew",
 ]
 __version__ = "0.1.0"

@@ -1,0 +1,181 @@
+"""Multi-Scale PixelRNN (paper, section 3.6).
+
+Stage 1 is an ordinary PixelRNN over the subsampled s x s image. Stage 2 is a PixelRNN over
+the full n x n image conditioned on the small one: the small image goes through an unmasked
+convolutional encoder whose receptive field covers the whole small image, is upsampled by a
+transposed convolution to c x n x n, and a 1x1 unmasked convolution per layer maps it to the
+4h input-to-state pre-activations (h for PixelCNN blocks) that are added inside every layer.
+
+Subsampling is a strided pick: x_small = x[:, ::f, ::f, :] with f = n / s, i.e. the top-left
+pixel of every f x f block. Because those pixels are then known, stage 2 does not score them,
+and the likelihood is exact, not a bound:
+
+    log p(x) = log p1(x_small) + sum over the other sub-pixels k of log p2(x_k | x_<k, x_small).
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from pixelrnn_tf import losses
+from pixelrnn_tf.model import PixelRNN, validate_images
+
+
+def subsample(images, factor):
+    """[B, n, n, C] -> [B, n / f, n / f, C]: the top-left pixel of every f x f block."""
+    return images[:, ::factor, ::factor, :]
+
+
+def subsample_positions(image_shape, factor):
+    """[H, W, C] bool: True where a sub-pixel is part of the subsampled image."""
+    height, width, channels = image_shape
+    mask = np.zeros(image_shape, bool)
+    mask[::factor, ::factor, :] = True
+    return mask
+
+
+@keras.saving.register_keras_serializable(package="pixelrnn_tf")
+class MultiScalePixelRNN(keras.Model):
+    """Unconditional s x s PixelRNN plus a conditional n x n PixelRNN.
+
+    Args:
+      architecture, levels, num_layers, hidden_dim, output_dim, residual, skip, first_kernel,
+        row_kernel: as for `PixelRNN`, used by both stages.
+      image_shape: (n, n, C) of the full image.
+      small_size: s; n must be a multiple of s.
+      conditioning_dim: c, feature maps of the upsampled small image.
+      **kwargs: `keras.Model` arguments.
+
+    Call: images [B, n, n, C] integer -> (small_logits [B, s, s, C, L],
+      full_logits [B, n, n, C, L]); the full logits at subsampled positions are unused.
+    """
+
+    def __init__(self, architecture="diagonal_bilstm", image_shape=(28, 28, 1), small_size=14,
+                 levels=256, num_layers=7, hidden_dim=16, output_dim=None, residual=True,
+                 skip=True, first_kernel=7, row_kernel=3, conditioning_dim=None, **kwargs):
+        super().__init__(**kwargs)
+        image_shape = tuple(int(d) for d in image_shape)
+        height, width, channels = image_shape
+        if height != width or small_size < 1 or height % small_size:
+            raise ValueError(f"multi-scale needs a square image whose side is a multiple of "
+                             f"small_size, got image_shape {image_shape}, small_size "
+                             f"{small_size}")
+        self.architecture = architecture
+        self.image_shape = image_shape
+        self.small_size = int(small_size)
+        self.factor = height // small_size
+        self.levels = int(levels)
+        self.conditioning_dim = int(conditioning_dim or hidden_dim)
+        stage_args = dict(architecture=architecture, levels=levels, num_layers=num_layers,
+                          hidden_dim=hidden_dim, output_dim=output_dim, residual=residual,
+                          skip=skip, first_kernel=first_kernel, row_kernel=row_kernel)
+        self.stage_args = stage_args
+        self.small = PixelRNN(image_shape=(small_size, small_size, channels), name="small",
+                              **stage_args)
+        self.full = PixelRNN(image_shape=image_shape, name="full", **stage_args)
+        # Dilations 1, 2, 4, ...: receptive field 2^(k+1) - 1 >= 2s - 1 covers the small image.
+        # ELU rather than ReLU: no unit is ever cut off from the small image entirely.
+        num_encoder = max(1, math.ceil(math.log2(small_size)))
+        self.encoder = [keras.layers.Conv2D(self.conditioning_dim, 3, padding="same",
+                                            dilation_rate=2 ** k, activation="elu",
+                                            name=f"encoder_{k}")
+                        for k in range(num_encoder)]
+        self.upsample = keras.layers.Conv2DTranspose(
+            self.conditioning_dim, self.factor, strides=self.factor, padding="valid",
+            name="upsample")
+        per_layer = hidden_dim if architecture == "pixelcnn" else 4 * hidden_dim
+        self.to_layers = [keras.layers.Conv2D(per_layer, 1, name=f"condition_{i}")
+                          for i in range(num_layers)]
+
+    @property
+    def num_dims(self):
+        return int(np.prod(self.image_shape))
+
+    def build(self, input_shape=None):
+        s, n, c = self.small_size, self.image_shape[0], self.image_shape[2]
+        self.small.build()
+        self.full.build()
+        shape = (None, s, s, c)
+        for layer in self.encoder:
+            layer.build(shape)
+            shape = (None, s, s, self.conditioning_dim)
+        self.upsample.build(shape)
+        for layer in self.to_layers:
+            layer.build((None, n, n, self.conditioning_dim))
+        self.built = True
+
+    def conditioning(self, scaled_small):
+        """Scaled small images [B, s, s, C] (float, `scale_inputs`) -> one additive map per
+        stage-2 layer, each [B, n, n, 4h] ([B, n, n, h] for PixelCNN)."""
+        x = scaled_small
+        for layer in self.encoder:
+            x = layer(x)
+        x = self.upsample(x)
+        return [layer(x) for layer in self.to_layers]
+
+    def full_logits(self, images, small_images):
+        """Stage-2 logits [B, n, n, C, L] of `images` given `small_images`."""
+        return self.full.head(self.full.features(
+            self.full.scale_inputs(images),
+            self.conditioning(self.small.scale_inputs(small_images))))
+
+    def call(self, images):
+        images = validate_images(images, self.image_shape, self.levels)
+        small_images = subsample(images, self.factor)
+        return self.small(small_images), self.full_logits(images, small_images)
+
+    def pixel_log_prob(self, images):
+        """[B, n, n, C] -> [B, n, n, C] nats: subsampled sub-pixels scored by stage 1 (given
+        the earlier small-image sub-pixels), all others by stage 2 (given the small image and
+        every earlier sub-pixel). Sums to the exact log p(x)."""
+        images = validate_images(images, self.image_shape, self.levels)
+        small_logits, full_logits = self(images)
+        small_lp = losses.pixel_log_prob(small_logits, subsample(images, self.factor))
+        full_lp = losses.pixel_log_prob(full_logits, images)
+        # place the stage-1 terms on the grid of their pixels
+        n, f = self.image_shape[0], self.factor
+        placed = tf.reshape(tf.pad(small_lp[:, :, None, :, None, :],
+                                   [[0, 0], [0, 0], [0, f - 1], [0, 0], [0, f - 1], [0, 0]]),
+                            (-1, n, n, self.image_shape[2]))
+        known = tf.constant(subsample_positions(self.image_shape, f))
+        return tf.where(known[None], placed, full_lp)
+
+    def log_prob_terms(self, images):
+        """{"small": log p1(x_small) [B], "conditional": log p2(rest | x_small) [B]} in nats."""
+        lp = self.pixel_log_prob(images)
+        known = tf.constant(subsample_positions(self.image_shape, self.factor))[None]
+        small = tf.reduce_sum(tf.where(known, lp, 0.0), axis=[1, 2, 3])
+        conditional = tf.reduce_sum(tf.where(known, 0.0, lp), axis=[1, 2, 3])
+        return {"small": small, "conditional": conditional}
+
+    def log_prob(self, images):
+        """[B, n, n, C] -> [B] exact log p(x) in nats."""
+        return tf.reduce_sum(self.pixel_log_prob(images), axis=[1, 2, 3])
+
+    def bits_per_dim(self, images):
+        return losses.nats_to_bits_per_dim(-self.log_prob(images), self.num_dims)
+
+    def nll_from_logits(self, images, small_logits, full_logits):
+        """Exact NLL per image [B] (nats) from the outputs of `call`."""
+        images = tf.cast(images, tf.int32)
+        known = tf.constant(subsample_positions(self.image_shape, self.factor))[None]
+        conditional = tf.where(known, 0.0, losses.pixel_log_prob(full_logits, images))
+        return -(losses.log_prob(small_logits, subsample(images, self.factor))
+                 + tf.reduce_sum(conditional, axis=[1, 2, 3]))
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """`model.fit` on a dataset of images alone: mean exact NLL per image (nats), divided
+        by the replica count under `tf.distribute` like Keras' own losses."""
+        loss = tf.reduce_mean(self.nll_from_logits(x, *y_pred))
+        loss = loss / tf.distribute.get_strategy().num_replicas_in_sync
+        return loss + sum(self.losses)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(image_shape=list(self.image_shape), small_size=self.small_size,
+                      conditioning_dim=self.conditioning_dim, **self.stage_args)
+        return config
