@@ -314,7 +314,8 @@ def make_dataset(
         takes its own share (whole shards when there are enough, else every n-th record)
         and auto-sharding is turned off.
       binarize: dynamic binarization: every read draws each pixel ~ Bernoulli(x / (levels-1)),
-        fresh in every epoch (reproducible with a seed). The output has 2 levels.
+        fresh in every epoch (reproducible with a seed; evaluation without a seed uses seed
+        0, so every evaluation pass scores the same images). The output has 2 levels.
       small_size: also return the s x s image for Multi-Scale PixelRNN, picked with a stride
         (see `downsample`): elements become (small, full).
       return_labels: elements become (x, labels) with int64 labels [B]; needs a labelled
@@ -445,7 +446,9 @@ def make_dataset(
         return (x, feats["label"]) if return_labels else x
 
     if binarize:
-        noise_seeds = tf.data.Dataset.random(seed=seed).batch(2, drop_remainder=True)
+        # Evaluation must score the same binarization on every pass: default seed 0.
+        noise_seed = seed if (seed is not None or training) else 0
+        noise_seeds = tf.data.Dataset.random(seed=noise_seed).batch(2, drop_remainder=True)
         batches = tf.data.Dataset.zip((batches, noise_seeds))
     ds = batches.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=ordered)
     ds = ds.prefetch(tf.data.AUTOTUNE)

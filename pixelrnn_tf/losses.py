@@ -57,4 +57,4 @@ class BitsPerDim(keras.metrics.Mean):
     def update_state(self, y_true, y_pred, sample_weight=None):
         nats = -log_prob(y_pred, tf.cast(tf.round(y_true), tf.int32))
         num_dims = tf.cast(tf.reduce_prod(tf.shape(y_pred)[1:4]), nats.dtype)
-        return super().update_state(nats / (num_dims * math.log(2.0)), sample_weight)
+        return super().update_state(nats_to_bits_per_dim(nats, num_dims), sample_weight)

@@ -29,8 +29,13 @@ class MaskedConv2D(keras.layers.Conv2D):
 
     def __init__(self, filters, kernel_size, mask_type="B", colour_groups=1, out_blocks=1,
                  **kwargs):
-        kwargs.pop("padding", None)
-        kwargs.pop("strides", None)
+        padding = kwargs.pop("padding", "same")
+        strides = kwargs.pop("strides", 1)
+        if (str(padding).lower() != "same" or strides not in (1, (1, 1), [1, 1])
+                or kwargs.get("groups", 1) != 1 or kwargs.get("dilation_rate", 1) not in
+                (1, (1, 1), [1, 1])):
+            raise ValueError("MaskedConv2D supports only padding='same', strides=1, groups=1 "
+                             "and dilation_rate=1 (the mask is defined for that geometry)")
         super().__init__(filters, kernel_size, padding="same", strides=1, **kwargs)
         if mask_type not in ("A", "B"):
             raise ValueError(f"mask_type must be 'A' or 'B', got {mask_type!r}")

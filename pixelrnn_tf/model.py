@@ -95,6 +95,9 @@ class PixelRNN(keras.Model):
                              f"({channels}) so every colour group has features")
         if output_dim is None:
             output_dim = 32 if levels <= 16 else min(1024, 16 * levels)
+        if output_dim < channels:
+            raise ValueError(f"output_dim ({output_dim}) must be >= the channel count "
+                             f"({channels}) so every channel's logits have features")
         self.architecture = architecture
         self.image_shape = image_shape
         self.levels = int(levels)
@@ -120,6 +123,7 @@ class PixelRNN(keras.Model):
                            if skip else [])
         self.output_hidden = conv(output_dim, 1, "B", "output_hidden")
         self.output_logits = conv(channels * levels, 1, "B", "output_logits")
+        self.build()  # weights exist from construction: checkpoints and saving need them
 
     @property
     def num_dims(self):
@@ -127,6 +131,8 @@ class PixelRNN(keras.Model):
         return int(np.prod(self.image_shape))
 
     def build(self, input_shape=None):
+        if self.built:
+            return
         height, width, channels = self.image_shape
         features = (None, height, width, 2 * self.hidden_dim)
         self.first_conv.build((None, height, width, channels))
@@ -167,8 +173,8 @@ class PixelRNN(keras.Model):
 
     def pixel_log_prob(self, images):
         """[B, H, W, C] integer -> [B, H, W, C] nats: log p of each sub-pixel given the past."""
-        return losses.pixel_log_prob(self(images), validate_images(
-            images, self.image_shape, self.levels))
+        images = validate_images(images, self.image_shape, self.levels)
+        return losses.pixel_log_prob(self.head(self.features(self.scale_inputs(images))), images)
 
     def log_prob(self, images):
         """[B, H, W, C] integer -> [B] exact log-likelihood in nats."""
@@ -180,18 +186,18 @@ class PixelRNN(keras.Model):
 
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
         """Like `keras.Model.compile`; the loss defaults to the mean NLL (nats per image) and
-        bits/dim is tracked. Datasets may yield images alone (no labels)."""
+        bits/dim is tracked. The target is always the input images: datasets yield images
+        alone, and labels, if a dataset yields (images, labels), are ignored."""
         super().compile(optimizer=optimizer,
                         loss=loss or losses.NegativeLogLikelihood(),
                         metrics=metrics if metrics is not None else [losses.BitsPerDim()],
                         **kwargs)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        return super().compute_loss(x, x if y is None else y, y_pred, sample_weight,
-                                    training=training)
+        return super().compute_loss(x, x, y_pred, sample_weight, training=training)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        return super().compute_metrics(x, x if y is None else y, y_pred, sample_weight)
+        return super().compute_metrics(x, x, y_pred, sample_weight)
 
     def get_config(self):
         config = super().get_config()

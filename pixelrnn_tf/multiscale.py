@@ -22,12 +22,8 @@ import numpy as np
 import tensorflow as tf
 
 from pixelrnn_tf import losses
+from pixelrnn_tf.data import downsample
 from pixelrnn_tf.model import PixelRNN, validate_images
-
-
-def subsample(images, factor):
-    """[B, n, n, C] -> [B, n / f, n / f, C]: the top-left pixel of every f x f block."""
-    return images[:, ::factor, ::factor, :]
 
 
 def subsample_positions(image_shape, factor):
@@ -90,12 +86,15 @@ class MultiScalePixelRNN(keras.Model):
         per_layer = hidden_dim if architecture == "pixelcnn" else 4 * hidden_dim
         self.to_layers = [keras.layers.Conv2D(per_layer, 1, name=f"condition_{i}")
                           for i in range(num_layers)]
+        self.build()
 
     @property
     def num_dims(self):
         return int(np.prod(self.image_shape))
 
     def build(self, input_shape=None):
+        if self.built:
+            return
         s, n, c = self.small_size, self.image_shape[0], self.image_shape[2]
         self.small.build()
         self.full.build()
@@ -123,18 +122,31 @@ class MultiScalePixelRNN(keras.Model):
             self.full.scale_inputs(images),
             self.conditioning(self.small.scale_inputs(small_images))))
 
+    def subsample(self, images):
+        """[B, n, n, C] -> [B, s, s, C]: the top-left pixel of every f x f block."""
+        return downsample(images, self.small_size)
+
+    def logits(self, images):
+        """Validated integer images -> (small_logits, full_logits), as `call`."""
+        small_images = self.subsample(images)
+        return self.small.head(self.small.features(self.small.scale_inputs(small_images))), \
+            self.full_logits(images, small_images)
+
     def call(self, images):
-        images = validate_images(images, self.image_shape, self.levels)
-        small_images = subsample(images, self.factor)
-        return self.small(small_images), self.full_logits(images, small_images)
+        return self.logits(validate_images(images, self.image_shape, self.levels))
 
     def pixel_log_prob(self, images):
         """[B, n, n, C] -> [B, n, n, C] nats: subsampled sub-pixels scored by stage 1 (given
         the earlier small-image sub-pixels), all others by stage 2 (given the small image and
         every earlier sub-pixel). Sums to the exact log p(x)."""
         images = validate_images(images, self.image_shape, self.levels)
-        small_logits, full_logits = self(images)
-        small_lp = losses.pixel_log_prob(small_logits, subsample(images, self.factor))
+        return self.pixel_log_prob_from_logits(images, *self.logits(images))
+
+    def pixel_log_prob_from_logits(self, images, small_logits, full_logits):
+        """The one likelihood formula: images [B, n, n, C] and the outputs of `call` ->
+        [B, n, n, C] nats (see `pixel_log_prob`)."""
+        images = tf.cast(images, tf.int32)
+        small_lp = losses.pixel_log_prob(small_logits, self.subsample(images))
         full_lp = losses.pixel_log_prob(full_logits, images)
         # place the stage-1 terms on the grid of their pixels
         n, f = self.image_shape[0], self.factor
@@ -159,18 +171,12 @@ class MultiScalePixelRNN(keras.Model):
     def bits_per_dim(self, images):
         return losses.nats_to_bits_per_dim(-self.log_prob(images), self.num_dims)
 
-    def nll_from_logits(self, images, small_logits, full_logits):
-        """Exact NLL per image [B] (nats) from the outputs of `call`."""
-        images = tf.cast(images, tf.int32)
-        known = tf.constant(subsample_positions(self.image_shape, self.factor))[None]
-        conditional = tf.where(known, 0.0, losses.pixel_log_prob(full_logits, images))
-        return -(losses.log_prob(small_logits, subsample(images, self.factor))
-                 + tf.reduce_sum(conditional, axis=[1, 2, 3]))
-
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """`model.fit` on a dataset of images alone: mean exact NLL per image (nats), divided
-        by the replica count under `tf.distribute` like Keras' own losses."""
-        loss = tf.reduce_mean(self.nll_from_logits(x, *y_pred))
+        """`model.fit` on a dataset of images (labels, if any, are ignored): mean exact NLL
+        per image (nats), divided by the replica count under `tf.distribute` like Keras'
+        own losses."""
+        nll = -tf.reduce_sum(self.pixel_log_prob_from_logits(x, *y_pred), axis=[1, 2, 3])
+        loss = tf.reduce_mean(nll)
         loss = loss / tf.distribute.get_strategy().num_replicas_in_sync
         return loss + sum(self.losses)
 

@@ -9,7 +9,8 @@ import pytest
 import tensorflow as tf
 
 from pixelrnn_tf import ARCHITECTURES
-from pixelrnn_tf.multiscale import MultiScalePixelRNN, subsample, subsample_positions
+from pixelrnn_tf.data import downsample
+from pixelrnn_tf.multiscale import MultiScalePixelRNN, subsample_positions
 
 N, S = 8, 4
 
@@ -22,7 +23,9 @@ def make(architecture, channels=3, levels=5):
 
 def test_subsample_is_a_strided_pick():
     x = np.arange(2 * 8 * 8 * 1).reshape(2, 8, 8, 1)
-    np.testing.assert_array_equal(subsample(x, 2), x[:, ::2, ::2])
+    np.testing.assert_array_equal(downsample(x, 4), x[:, ::2, ::2])
+    model = MultiScalePixelRNN("pixelcnn", (8, 8, 1), 4, levels=2, num_layers=1, hidden_dim=4)
+    np.testing.assert_array_equal(model.subsample(x), x[:, ::2, ::2])
     mask = subsample_positions((4, 4, 1), 2)[..., 0]
     np.testing.assert_array_equal(mask, [[1, 0, 1, 0], [0, 0, 0, 0], [1, 0, 1, 0], [0] * 4])
 
@@ -42,12 +45,15 @@ def test_terms_add_up(architecture, rng):
     model = make(architecture)
     x = rng.integers(0, 5, (2, N, N, 3))
     terms = model.log_prob_terms(x)
-    small_direct = model.small.log_prob(subsample(x, 2))
+    small_direct = model.small.log_prob(x[:, ::2, ::2])
     np.testing.assert_allclose(terms["small"], small_direct, rtol=1e-5)
     np.testing.assert_allclose(terms["small"] + terms["conditional"], model.log_prob(x),
                                rtol=1e-5)
     np.testing.assert_allclose(model.pixel_log_prob(x).numpy().sum((1, 2, 3)),
                                model.log_prob(x), rtol=1e-5)
+    # the training loss is the mean exact NLL
+    loss = model.compute_loss(x=tf.constant(x), y_pred=model(x))
+    np.testing.assert_allclose(loss, -np.mean(model.log_prob(x)), rtol=1e-5)
 
 
 def allowed(i, j, c, channels):
@@ -63,7 +69,7 @@ def test_stage2_causal_in_full_image_and_sees_whole_small_image(architecture, rn
     model = make(architecture)
     x = rng.integers(0, 5, (2, N, N, 3))
     full_scaled = model.full.scale_inputs(tf.constant(x))
-    small_scaled = model.small.scale_inputs(tf.constant(subsample(x, 2)))
+    small_scaled = model.small.scale_inputs(tf.constant(x[:, ::2, ::2]))
 
     @tf.function
     def grads(i, j, c):
@@ -77,6 +83,12 @@ def test_stage2_causal_in_full_image_and_sees_whole_small_image(architecture, rn
     for i, j, c in [(0, 0, 0), (3, 5, 1), (N - 1, N - 1, 2), (5, 0, 2)]:
         g_full, g_small = (g.numpy() for g in grads(i, j, c))
         assert not ((g_full[0] != 0) & ~allowed(i, j, c, 3)).any(), (i, j, c)
+        # stage 2 uses the full image too: earlier channels, the left and upper neighbours
+        must = np.zeros((N, N, 3), bool)
+        must[i, j, :c] = True
+        must[i, max(j - 1, 0):j] = True
+        must[max(i - 1, 0):i, j] = True
+        assert np.all(g_full[0][must] != 0), (i, j, c)
         assert np.all(g_full[1] == 0) and np.all(g_small[1] == 0)
         assert np.all(g_small[0] != 0), f"({i}, {j}, {c}) ignores part of the small image"
 
@@ -85,7 +97,7 @@ def test_stage2_causal_in_full_image_and_sees_whole_small_image(architecture, rn
 def test_stage2_perturbation_given_fixed_small_image(architecture, rng):
     model = make(architecture, channels=1, levels=2)
     x = rng.integers(0, 2, (1, N, N, 1))
-    small = subsample(x, 2)
+    small = x[:, ::2, ::2]
     logits = tf.function(model.full_logits)
     base = logits(x, small).numpy().reshape(-1, 2)
     for k in [0, 9, 30, N * N - 2]:
@@ -94,6 +106,7 @@ def test_stage2_perturbation_given_fixed_small_image(architecture, rng):
         y[k + 1:] = rng.integers(0, 2, y.size - k - 1)
         out = logits(y.reshape(x.shape), small).numpy().reshape(-1, 2)
         np.testing.assert_array_equal(out[: k + 1], base[: k + 1])
+        assert np.any(out[k + 1:] != base[k + 1:]), "stage 2 ignores the full image"
 
 
 def test_stage1_causal(rng):
