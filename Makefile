@@ -10,6 +10,9 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"
+	# TF Serving gRPC client for examples/serving_client.py: --no-deps, because its wheel
+	# requires the full `tensorflow` (572 MB) although tensorflow-cpu provides the same modules.
+	$(PY) -m pip install --quiet --no-deps "tensorflow-serving-api==2.21.0"
 	touch $@
 
 install: $(VENV)/.installed
@@ -24,10 +27,12 @@ demo: install
 	$(PY) -m pixelrnn_tf.demo --out demo_out
 
 lint: install
-	$(VENV)/bin/ruff check pixelrnn_tf data_prep tests benchmarks train.py export.py
+	$(VENV)/bin/ruff check pixelrnn_tf data_prep tests benchmarks examples train.py export.py
 
 bench: install
 	$(PY) benchmarks/step_time.py
+	$(PY) benchmarks/input_pipeline.py
+	$(PY) benchmarks/sampling.py
 
 clean:
 	rm -rf $(VENV) demo_out *.egg-info

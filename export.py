@@ -1,0 +1,129 @@
+"""Export a trained PixelRNN as a versioned SavedModel for TF Serving.
+
+    python export.py --workdir DIR [--checkpoint latest|best] --export-base DIR [--version N]
+    python export.py --keras-model MODEL.keras --export-base DIR
+
+Writes EXPORT_BASE/VERSION/ (TF Serving's layout; VERSION defaults to one more than the
+largest existing version, 1 for an empty base) with the signatures serving_default, sample,
+complete and serve_examples (see pixelrnn_tf/serving.py). The export is written to a
+temporary directory, checked by reloading it and comparing its log-likelihoods with the
+model's, and only then renamed into place; an existing version is never overwritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+PROG = "export.py"
+
+
+class ExportError(Exception):
+    """A bad flag or destination: reported as one line."""
+
+
+def existing_versions(export_base):
+    """Integer version directories under `export_base` (none if it does not exist)."""
+    if not os.path.isdir(export_base):
+        return []
+    return sorted(int(name) for name in os.listdir(export_base)
+                  if name.isdigit() and os.path.isdir(os.path.join(export_base, name)))
+
+
+def next_version(export_base):
+    versions = existing_versions(export_base)
+    return versions[-1] + 1 if versions else 1
+
+
+def export(model, export_base, version=None, method="cached", max_batch=None, examples=True,
+           verify=True):
+    """Writes `model` to EXPORT_BASE/VERSION atomically; returns that path."""
+    import numpy as np
+
+    from pixelrnn_tf import serving
+
+    if os.path.exists(export_base) and not os.path.isdir(export_base):
+        raise ExportError(f"--export-base {export_base} is a file, not a directory")
+    if version is None:
+        version = next_version(export_base)
+    path = os.path.join(export_base, str(version))
+    if os.path.lexists(path):
+        raise ExportError(f"{path} already exists; pick another --version (existing: "
+                          f"{existing_versions(export_base)})")
+    check = None
+    if verify:
+        rng = np.random.default_rng(0)
+        images = rng.integers(0, model.levels, (2, *model.image_shape)).astype(np.uint8)
+        check = lambda tmp: serving.verify_export(tmp, model, images)  # noqa: E731
+    serving.write_saved_model(model, path, method=method,
+                              max_batch=max_batch or serving.DEFAULT_MAX_BATCH,
+                              examples=examples, verify=check)
+    return path
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=__doc__.strip().splitlines()[0],
+        epilog="The SavedModel runs without this project (tf.saved_model.load, "
+               "saved_model_cli, TF Serving).")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--workdir", metavar="DIR", help="training work directory")
+    source.add_argument("--keras-model", metavar="FILE", help="a saved .keras PixelRNN")
+    parser.add_argument("--checkpoint", default="latest",
+                        help="with --workdir: 'latest', 'best' (lowest validation NLL) or a "
+                             "checkpoint prefix (default: latest)")
+    parser.add_argument("--export-base", required=True, metavar="DIR",
+                        help="directory of versions; the model goes to DIR/VERSION")
+    parser.add_argument("--version", type=_positive_int, metavar="N",
+                        help="version number (default: one more than the largest present)")
+    parser.add_argument("--sampler", choices=("cached", "naive"), default="cached",
+                        help="sampler inside the sample/complete signatures (default: cached)")
+    parser.add_argument("--max-batch", type=_positive_int, metavar="N",
+                        help="largest batch a request may send or ask for (default: 64)")
+    parser.add_argument("--no-examples", action="store_true",
+                        help="leave out the serve_examples signature")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="skip reloading the export and comparing it with the model")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from pixelrnn_tf.sample import SampleError, load_model_source
+
+    try:
+        model = load_model_source(args.workdir, args.checkpoint, args.keras_model)
+        path = export(model, args.export_base, args.version, args.sampler, args.max_batch,
+                      examples=not args.no_examples, verify=not args.no_verify)
+    except (ExportError, SampleError, FileExistsError) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 1
+    except AssertionError as e:
+        print(f"{PROG}: error: the export does not match the model, not published: {e}",
+              file=sys.stderr)
+        return 1
+    except Exception as e:  # noqa: BLE001 - one line, never a traceback
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        print(f"{PROG}: error: {type(e).__name__}: {first}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; nothing was published", file=sys.stderr)
+        return 130
+    print(f"exported {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

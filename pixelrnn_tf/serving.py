@@ -1,0 +1,250 @@
+"""The SavedModel for TF Serving: scoring, sampling and completion signatures.
+
+Built with `keras.export.ExportArchive` (the model tracked, one endpoint per signature), which
+writes a SavedModel the TF1 C++ loader of TF Serving can run; nothing in it needs this
+project or Python. Signatures (DESIGN.md section 2):
+
+- ``serving_default``: ``images`` uint8 [None, H, W, C] -> ``log_prob`` float32 [None] (nats),
+  ``bits_per_dim`` float32 [None], ``pixel_log_prob`` float32 [None, H, W, C];
+- ``sample``: ``num_samples`` int32 [], ``seed`` int64 [], ``temperature`` float32 [] ->
+  ``images`` uint8 [None, H, W, C];
+- ``complete``: ``images`` uint8 [None, H, W, C], ``known_pixels`` int32 [], ``seed`` int64 [],
+  ``temperature`` float32 [] -> ``images`` uint8 [None, H, W, C];
+- ``serve_examples`` (optional): ``examples`` string [None], serialized `tf.train.Example`s
+  in the `data_prep` format (``image``: raw uint8 bytes) -> the outputs of ``serving_default``.
+
+Every input is checked inside the graph (shape, rank, value range, batch size): the C++
+loader does not check a feed against the signature's shape, and an image without its batch
+dimension reaching a convolution aborts the whole server process. A bad request gets an
+INVALID_ARGUMENT error naming the problem instead.
+
+A JSON description of the model (shape, levels, architecture, sampler, signatures) is
+written to ``assets.extra/pixelrnn_tf.json``, a directory TF Serving ignores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+
+import keras
+import tensorflow as tf
+
+from pixelrnn_tf import losses, sampling
+
+SIGNATURES = ("serving_default", "sample", "complete")
+EXAMPLES_SIGNATURE = "serve_examples"
+METADATA_PATH = os.path.join("assets.extra", "pixelrnn_tf.json")
+METADATA_FORMAT = "pixelrnn_tf.saved_model"
+DEFAULT_MAX_BATCH = 64
+
+
+def _scalar(value, name):
+    return tf.ensure_shape(value, [], name=f"check_{name}_is_scalar")
+
+
+def _with_checks(value, checks):
+    with tf.control_dependencies(checks):
+        return tf.identity(value)
+
+
+class _Endpoints:
+    """The signature functions of one model; every input is validated in the graph."""
+
+    def __init__(self, model, method, max_batch):
+        self.model = model
+        self.method = method
+        self.max_batch = int(max_batch)
+        self.shape = tuple(model.image_shape)
+
+    def images(self, images):
+        """uint8 [None, H, W, C] checked -> int32."""
+        model = self.model
+        images = tf.ensure_shape(images, (None,) + self.shape, name="check_images_shape")
+        checks = [tf.debugging.assert_less_equal(
+            tf.shape(images)[0], self.max_batch,
+            message=f"at most {self.max_batch} images per request")]
+        if model.levels < 256:
+            checks.append(tf.debugging.assert_less(
+                images, tf.constant(model.levels, tf.uint8),
+                message=f"image values must lie in [0, {model.levels})"))
+        return tf.cast(_with_checks(images, checks), tf.int32)
+
+    def seed_and_temperature(self, seed, temperature):
+        seed = _scalar(seed, "seed")
+        temperature = _scalar(temperature, "temperature")
+        check = tf.debugging.Assert(
+            tf.math.is_finite(temperature) & (temperature > 0.0),
+            ["temperature must be a finite number > 0, got", temperature])
+        return seed, _with_checks(temperature, [check])
+
+    def score(self, images):
+        images = self.images(images)
+        pixel_log_prob = losses.pixel_log_prob(self.model(images), images)
+        log_prob = tf.reduce_sum(pixel_log_prob, axis=[1, 2, 3])
+        return {"log_prob": log_prob,
+                "bits_per_dim": losses.nats_to_bits_per_dim(-log_prob, self.model.num_dims),
+                "pixel_log_prob": pixel_log_prob}
+
+    def sample(self, num_samples, seed, temperature):
+        num_samples = _scalar(num_samples, "num_samples")
+        check = tf.debugging.Assert(
+            (num_samples >= 1) & (num_samples <= self.max_batch),
+            [f"num_samples must lie in [1, {self.max_batch}], got", num_samples])
+        num_samples = _with_checks(num_samples, [check])
+        seed, temperature = self.seed_and_temperature(seed, temperature)
+        return {"images": sampling.sample_graph(self.model, num_samples, seed, temperature,
+                                                self.method)}
+
+    def complete(self, images, known_pixels, seed, temperature):
+        images = self.images(images)
+        known_pixels = _scalar(known_pixels, "known_pixels")
+        seed, temperature = self.seed_and_temperature(seed, temperature)
+        return {"images": sampling.complete_graph(self.model, images, known_pixels, seed,
+                                                  temperature, self.method)}
+
+    def score_examples(self, examples):
+        """Serialized tf.train.Examples (data_prep format) -> the outputs of `score`."""
+        examples = tf.ensure_shape(examples, [None], name="check_examples_shape")
+        features = tf.io.parse_example(
+            examples, {"image": tf.io.FixedLenFeature([], tf.string)})
+        raw = features["image"]
+        height, width, channels = self.shape
+        check = tf.debugging.assert_equal(
+            tf.strings.length(raw), height * width * channels,
+            message=f"each example's 'image' must hold {height}x{width}x{channels} "
+                    f"uint8 bytes")
+        raw = _with_checks(raw, [check])
+        images = tf.reshape(tf.io.decode_raw(raw, tf.uint8), (-1,) + self.shape)
+        return self.score(images)
+
+
+def build_export_archive(model, method="cached", max_batch=DEFAULT_MAX_BATCH,
+                         examples=True):
+    """A `keras.export.ExportArchive` of `model` with the signatures of this module.
+
+    Args:
+      model: a built `PixelRNN` (levels <= 256).
+      method: the sampler inside ``sample`` and ``complete``: "cached" or "naive".
+      max_batch: largest batch a request may ask for or send.
+      examples: also add the ``serve_examples`` signature.
+    """
+    if method not in sampling.METHODS:
+        raise ValueError(f"method must be one of {sampling.METHODS}, got {method!r}")
+    if model.levels > 256:
+        raise ValueError(f"the SavedModel carries uint8 images: levels must be <= 256, got "
+                         f"{model.levels}")
+    if int(max_batch) < 1:
+        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+    if not model.built:
+        model.build()
+    endpoints = _Endpoints(model, method, max_batch)
+    image_spec = tf.TensorSpec((None,) + endpoints.shape, tf.uint8, name="images")
+    seed_spec = tf.TensorSpec([], tf.int64, name="seed")
+    temperature_spec = tf.TensorSpec([], tf.float32, name="temperature")
+
+    def score(images):
+        return endpoints.score(images)
+
+    def sample(num_samples, seed, temperature):
+        return endpoints.sample(num_samples, seed, temperature)
+
+    def complete(images, known_pixels, seed, temperature):
+        return endpoints.complete(images, known_pixels, seed, temperature)
+
+    def score_examples(examples):
+        return endpoints.score_examples(examples)
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serving_default", score, input_signature=[image_spec])
+    archive.add_endpoint("sample", sample, input_signature=[
+        tf.TensorSpec([], tf.int32, name="num_samples"), seed_spec, temperature_spec])
+    archive.add_endpoint("complete", complete, input_signature=[
+        image_spec, tf.TensorSpec([], tf.int32, name="known_pixels"), seed_spec,
+        temperature_spec])
+    if examples:
+        archive.add_endpoint(EXAMPLES_SIGNATURE, score_examples, input_signature=[
+            tf.TensorSpec([None], tf.string, name="examples")])
+    return archive
+
+
+def export_metadata(model, method, max_batch, examples):
+    """The JSON description written beside the SavedModel (assets.extra)."""
+    return {
+        "format": METADATA_FORMAT,
+        "format_version": 1,
+        "image_shape": list(model.image_shape),
+        "levels": model.levels,
+        "architecture": model.architecture,
+        "num_layers": model.num_layers,
+        "hidden_dim": model.hidden_dim,
+        "sampler": method,
+        "max_batch": int(max_batch),
+        "signatures": list(SIGNATURES) + ([EXAMPLES_SIGNATURE] if examples else []),
+    }
+
+
+def write_saved_model(model, export_dir, method="cached", max_batch=DEFAULT_MAX_BATCH,
+                      examples=True, verify=None):
+    """Writes the SavedModel of `model` to `export_dir`, atomically.
+
+    The model is written to a temporary directory beside `export_dir` and renamed into place
+    only when complete (and, if given, when `verify(temporary_dir)` returned without raising),
+    so a reader never sees a partial export. Refuses an existing `export_dir`.
+
+    Returns the metadata dict written to ``assets.extra/pixelrnn_tf.json``.
+    """
+    export_dir = os.path.abspath(os.fspath(export_dir))
+    if os.path.lexists(export_dir):
+        raise FileExistsError(f"{export_dir} already exists; refusing to overwrite it")
+    parent = os.path.dirname(export_dir)
+    os.makedirs(parent, exist_ok=True)
+    archive = build_export_archive(model, method, max_batch, examples)
+    metadata = export_metadata(model, method, max_batch, examples)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(export_dir)}.tmp-", dir=parent)
+    try:
+        archive.write_out(tmp, verbose=False)
+        os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
+        with open(os.path.join(tmp, METADATA_PATH), "w") as f:
+            json.dump(metadata, f, indent=2)
+        if verify is not None:
+            verify(tmp)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a server may run as another user
+        if os.path.lexists(export_dir):
+            raise FileExistsError(f"{export_dir} appeared while exporting; not replacing it")
+        os.rename(tmp, export_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return metadata
+
+
+def read_metadata(export_dir):
+    """The ``assets.extra/pixelrnn_tf.json`` of an export, or None if it has none."""
+    path = os.path.join(os.fspath(export_dir), METADATA_PATH)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        metadata = json.load(f)
+    if not isinstance(metadata, dict) or metadata.get("format") != METADATA_FORMAT:
+        raise ValueError(f"{path} is not a {METADATA_FORMAT} description")
+    return metadata
+
+
+def verify_export(export_dir, model, images):
+    """Loads an export with `tf.saved_model.load` and checks its ``serving_default`` outputs
+    against `model` on `images` (uint8 [N, H, W, C]); raises AssertionError on a mismatch."""
+    loaded = tf.saved_model.load(os.fspath(export_dir))
+    missing = [s for s in SIGNATURES if s not in loaded.signatures]
+    if missing:
+        raise AssertionError(f"{export_dir}: signatures {missing} missing")
+    images = tf.convert_to_tensor(images, tf.uint8)
+    got = loaded.signatures["serving_default"](images=images)["log_prob"].numpy()
+    want = model.log_prob(tf.cast(images, tf.int32)).numpy()
+    tolerance = 1e-4 * max(1.0, float(abs(want).max()))
+    if not abs(got - want).max() <= tolerance:
+        raise AssertionError(f"{export_dir}: exported log_prob {got} differs from the "
+                             f"model's {want}")

@@ -1,0 +1,512 @@
+"""The SavedModel: its signatures in processes without this project (tf.saved_model.load,
+saved_model_cli, the TF1 C++ session TF Serving uses), causality and normalisation through
+the export, input validation, atomic versioned export (export.py) and the sample CLI."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import export as export_cli
+from pixelrnn_tf import PixelRNN, sampling, serving
+from pixelrnn_tf import sample as sample_cli
+
+SHAPE = (4, 5, 3)
+LEVELS = 7
+MAX_BATCH = 8
+SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+# Runs first in every subprocess: neither this project nor Keras can be imported there,
+# as in TF Serving, which has no Python at all.
+NO_PROJECT = textwrap.dedent("""
+    import sys
+    for name in ("pixelrnn_tf", "keras", "data_prep"):
+        sys.modules[name] = None
+    import numpy as np
+    import tensorflow as tf
+""")
+
+
+def make_model(seed=0):
+    tf.keras.utils.set_random_seed(seed)
+    model = PixelRNN("diagonal_bilstm", image_shape=SHAPE, levels=LEVELS, num_layers=1,
+                     hidden_dim=6, output_dim=12, first_kernel=3)
+    model.build()
+    rng = np.random.default_rng(seed)
+    for weight in model.weights:  # biases and initial states too (zero when initialised)
+        weight.assign(rng.normal(0.0, 0.3, weight.shape).astype(np.float32))
+    return model
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """(model, export dir) of a small RGB model."""
+    model = make_model()
+    path = tmp_path_factory.mktemp("export") / "1"
+    serving.write_saved_model(model, path, max_batch=MAX_BATCH)
+    return model, str(path)
+
+
+@pytest.fixture(scope="module")
+def loaded(exported):
+    return tf.saved_model.load(exported[1])
+
+
+def run_process(args, cwd, timeout=300):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env.pop("PYTHONPATH", None)
+    return subprocess.run(["timeout", "-k", "10", str(timeout), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
+
+
+def images_for(n, seed=1):
+    images = np.random.default_rng(seed).integers(0, LEVELS, (n, *SHAPE)).astype(np.uint8)
+    images[..., -1, -1, -1] = 1  # see `serialized_examples`
+    return images
+
+
+def serialized_examples(images):
+    """tf.train.Examples in the data_prep format. None of them ends with a zero byte, so
+    numpy's fixed-width bytes arrays (used for saved_model_cli) keep them intact."""
+    out = []
+    for image in images:
+        h, w, c = image.shape
+        feature = {
+            "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image.tobytes()])),
+            "height": tf.train.Feature(int64_list=tf.train.Int64List(value=[h])),
+            "width": tf.train.Feature(int64_list=tf.train.Int64List(value=[w])),
+            "channels": tf.train.Feature(int64_list=tf.train.Int64List(value=[c])),
+        }
+        out.append(tf.train.Example(features=tf.train.Features(feature=feature))
+                   .SerializeToString())
+    assert not any(e.endswith(b"\0") for e in out)
+    return out
+
+
+def expected_outputs(model, images):
+    """What every signature must return, computed with the in-memory model."""
+    ints = images.astype(np.int32)
+    pixel_log_prob = model.pixel_log_prob(ints).numpy()
+    log_prob = pixel_log_prob.sum(axis=(1, 2, 3))
+    return {
+        "serving_default": {"log_prob": log_prob, "pixel_log_prob": pixel_log_prob,
+                            "bits_per_dim": -log_prob / (np.prod(SHAPE) * np.log(2))},
+        "sample": {"images": sampling.sample(model, 3, seed=5, temperature=0.8).numpy()},
+        "complete": {"images": sampling.complete(model, ints, 6, seed=5,
+                                                 temperature=0.8).numpy()},
+    }
+
+
+def assert_outputs_match(got, want, where):
+    for key, value in want.items():
+        if value.dtype == np.uint8:
+            np.testing.assert_array_equal(got[key], value, err_msg=f"{where}: {key}")
+        else:
+            np.testing.assert_allclose(got[key], value, rtol=1e-5, atol=1e-4,
+                                       err_msg=f"{where}: {key}")
+
+
+def test_signatures_in_a_process_without_the_project(exported, tmp_path):
+    model, path = exported
+    images = images_for(2)
+    examples = serialized_examples(images)
+    np.savez(tmp_path / "inputs.npz", images=images,
+             examples=np.frombuffer(b"".join(examples), np.uint8),
+             lengths=np.array([len(e) for e in examples]))
+    script = NO_PROJECT + textwrap.dedent(f"""
+        loaded = tf.saved_model.load({path!r})
+        inputs = np.load("inputs.npz", allow_pickle=False)
+        images = tf.constant(inputs["images"])
+        blob, ends = inputs["examples"].tobytes(), np.cumsum(inputs["lengths"])
+        examples = [blob[a:b] for a, b in zip(np.r_[0, ends[:-1]], ends)]
+        s = loaded.signatures
+        scalars = dict(seed=tf.constant(5, tf.int64), temperature=tf.constant(0.8))
+        results = {{
+            "serving_default": s["serving_default"](images=images),
+            "serve_examples": s["serve_examples"](examples=tf.constant(examples)),
+            "sample": s["sample"](num_samples=tf.constant(3), **scalars),
+            "complete": s["complete"](images=images, known_pixels=tf.constant(6), **scalars),
+        }}
+        np.savez("outputs.npz", **{{f"{{name}}/{{key}}": value.numpy()
+                                   for name, out in results.items()
+                                   for key, value in out.items()}})
+        leaked = sorted(m for m in sys.modules
+                        if m.startswith(("pixelrnn_tf", "keras")) and sys.modules[m])
+        assert not leaked, leaked
+        print("done")
+    """)
+    result = run_process([sys.executable, "-c", script], tmp_path)
+    assert result.returncode == 0 and "done" in result.stdout, result.stderr[-3000:]
+    outputs = np.load(tmp_path / "outputs.npz")
+    want = expected_outputs(model, images)
+    want["serve_examples"] = want["serving_default"]
+    for name, expected in want.items():
+        got = {key: outputs[f"{name}/{key}"] for key in expected}
+        assert_outputs_match(got, expected, name)
+
+
+def test_saved_model_cli_runs_every_signature(exported, tmp_path):
+    """saved_model_cli runs the SavedModel through the TF1 loader TF Serving uses."""
+    model, path = exported
+    images = images_for(2)
+    np.save(tmp_path / "images.npy", images)
+    np.save(tmp_path / "examples.npy", np.array(serialized_examples(images)))
+    np.save(tmp_path / "num_samples.npy", np.array(3, np.int32))
+    np.save(tmp_path / "seed.npy", np.array(5, np.int64))
+    np.save(tmp_path / "temperature.npy", np.array(0.8, np.float32))
+    np.save(tmp_path / "known_pixels.npy", np.array(6, np.int32))
+    scalars = "seed=seed.npy;temperature=temperature.npy"
+    inputs = {
+        "serving_default": "images=images.npy",
+        "serve_examples": "examples=examples.npy",
+        "sample": f"num_samples=num_samples.npy;{scalars}",
+        "complete": f"images=images.npy;known_pixels=known_pixels.npy;{scalars}",
+    }
+    want = expected_outputs(model, images)
+    want["serve_examples"] = want["serving_default"]
+    for signature, spec in inputs.items():
+        out = tmp_path / signature
+        result = run_process([SAVED_MODEL_CLI, "run", "--dir", path, "--tag_set", "serve",
+                              "--signature_def", signature, "--inputs", spec,
+                              "--outdir", str(out)], tmp_path)
+        assert result.returncode == 0, f"{signature}: {result.stderr[-3000:]}"
+        got = {key: np.load(out / f"{key}.npy") for key in want[signature]}
+        assert_outputs_match(got, want[signature], f"saved_model_cli {signature}")
+
+
+def test_cpp_session_rejects_bad_shapes_without_crashing(exported, tmp_path):
+    """Feeds bad tensors through a TF1 session callable, which (like TF Serving's C++
+    Session::Run) does not check them against the signature: the in-graph checks must
+    answer InvalidArgument instead of aborting the process."""
+    _, path = exported
+    np.save(tmp_path / "images.npy", images_for(2))
+    script = NO_PROJECT + textwrap.dedent(f"""
+        from tensorflow.core.protobuf import config_pb2
+        tf.compat.v1.disable_eager_execution()
+        images = np.load("images.npy")
+        good = dict(images=images, known_pixels=np.int32(3), seed=np.int64(1),
+                    temperature=np.float32(1), num_samples=np.int32(2))
+        cases = [
+            ("serving_default", "images", images[0]),         # no batch dimension
+            ("serving_default", "images", images[:, :3]),     # wrong height
+            ("serving_default", "images", images[..., None]),  # rank 5
+            ("complete", "images", images[0]),
+            ("complete", "seed", np.array([1], np.int64)),
+            ("sample", "num_samples", np.array([2, 2], np.int32)),
+            ("sample", "temperature", np.array([[1.0]], np.float32)),
+        ]
+        with tf.compat.v1.Session(graph=tf.Graph()) as sess:
+            meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], {path!r})
+            for signature, bad_key, bad_value in cases:
+                sig = meta.signature_def[signature]
+                keys = sorted(sig.inputs)
+                options = config_pb2.CallableOptions()
+                options.feed.extend(sig.inputs[k].name for k in keys)
+                options.fetch.extend(o.name for o in sig.outputs.values())
+                run = sess._make_callable_from_options(options)
+                run(*(good[k] for k in keys))  # a good request works
+                try:
+                    run(*(bad_value if k == bad_key else good[k] for k in keys))
+                    print("ACCEPTED", signature, bad_key)
+                except tf.errors.InvalidArgumentError as e:
+                    print("rejected", signature, bad_key, str(e).splitlines()[0])
+        print("survived")
+    """)
+    result = run_process([sys.executable, "-c", script], tmp_path)
+    assert result.returncode == 0, f"process died ({result.returncode}): {result.stderr[-3000:]}"
+    assert "survived" in result.stdout
+    assert "ACCEPTED" not in result.stdout, result.stdout
+    assert result.stdout.count("rejected") == 7, result.stdout
+
+
+@pytest.mark.slow
+def test_unchecked_export_aborts_the_process(tmp_path):
+    """Why the checks exist: the same model exported without them dies on an image without
+    its batch dimension (oneDNN 'Check failed' in the convolution, SIGABRT)."""
+    import keras
+
+    model = make_model()
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serving_default", lambda images: {"logits": model.head(
+        model.features(model.scale_inputs(tf.cast(images, tf.int32))))},
+        input_signature=[tf.TensorSpec((None, *SHAPE), tf.uint8, name="images")])
+    archive.write_out(str(tmp_path / "unchecked"), verbose=False)
+    np.save(tmp_path / "image.npy", images_for(1)[0])
+    script = NO_PROJECT + textwrap.dedent("""
+        from tensorflow.core.protobuf import config_pb2
+        tf.compat.v1.disable_eager_execution()
+        with tf.compat.v1.Session(graph=tf.Graph()) as sess:
+            sig = tf.compat.v1.saved_model.loader.load(sess, ["serve"], "unchecked") \\
+                .signature_def["serving_default"]
+            options = config_pb2.CallableOptions()
+            options.feed.append(sig.inputs["images"].name)
+            options.fetch.append(sig.outputs["logits"].name)
+            try:
+                sess._make_callable_from_options(options)(np.load("image.npy"))
+            except tf.errors.OpError:
+                print("error, but survived")
+    """)
+    result = run_process([sys.executable, "-c", script], tmp_path)
+    assert result.returncode not in (0, 124), result.stdout  # killed by a signal (abort)
+
+
+def test_causality_through_the_export(loaded):
+    score = loaded.signatures["serving_default"]
+    rng = np.random.default_rng(3)
+    images = images_for(1, seed=3)
+    base = score(images=tf.constant(images))["pixel_log_prob"].numpy().reshape(-1)
+    num = images.size
+    for k in [0, 1, 2, 3, num // 2, num - 2, num - 1]:
+        changed = images.reshape(-1).copy()
+        changed[k] = (changed[k] + 1 + rng.integers(LEVELS - 1)) % LEVELS
+        out = score(images=tf.constant(changed.reshape(images.shape)))["pixel_log_prob"]
+        out = out.numpy().reshape(-1)
+        np.testing.assert_array_equal(out[:k], base[:k],
+                                      err_msg=f"changing sub-pixel {k} changed earlier ones")
+        assert out[k] != base[k], f"sub-pixel {k}'s own log-probability ignores its value"
+
+
+def test_log_prob_sums_and_probabilities_normalise(exported, loaded):
+    model, _ = exported
+    score = loaded.signatures["serving_default"]
+    images = images_for(3, seed=4)
+    out = {k: v.numpy() for k, v in score(images=tf.constant(images)).items()}
+    np.testing.assert_allclose(out["log_prob"], out["pixel_log_prob"].sum(axis=(1, 2, 3)),
+                               rtol=1e-6, atol=1e-4)
+    np.testing.assert_allclose(out["bits_per_dim"],
+                               -out["log_prob"] / (np.prod(SHAPE) * np.log(2)), rtol=1e-6)
+    np.testing.assert_allclose(out["log_prob"], model.log_prob(images.astype(np.int32)),
+                               rtol=1e-5, atol=1e-4)
+    # Every value of sub-pixel k, everything else fixed: the probabilities sum to 1.
+    for k in range(images[0].size):
+        variants = np.repeat(images[:1].reshape(1, -1), LEVELS, axis=0)
+        variants[:, k] = np.arange(LEVELS)
+        pixel = score(images=tf.constant(variants.reshape(LEVELS, *SHAPE)))["pixel_log_prob"]
+        total = np.exp(pixel.numpy().reshape(LEVELS, -1)[:, k]).sum()
+        assert abs(total - 1.0) < 1e-5, (k, total)
+
+
+def test_sampling_signatures(loaded):
+    sample, complete = loaded.signatures["sample"], loaded.signatures["complete"]
+    scalars = lambda seed: dict(seed=tf.constant(seed, tf.int64),  # noqa: E731
+                                temperature=tf.constant(1.0))
+    first = sample(num_samples=tf.constant(2), **scalars(7))["images"].numpy()
+    assert first.dtype == np.uint8 and first.shape == (2, *SHAPE) and first.max() < LEVELS
+    np.testing.assert_array_equal(sample(num_samples=tf.constant(2), **scalars(7))["images"],
+                                  first)
+    assert not np.array_equal(sample(num_samples=tf.constant(2), **scalars(8))["images"],
+                              first)
+    images = images_for(2, seed=5)
+    num_pixels = SHAPE[0] * SHAPE[1]
+    everything = complete(images=tf.constant(images), known_pixels=tf.constant(num_pixels),
+                          **scalars(7))["images"].numpy()
+    np.testing.assert_array_equal(everything, images)
+    known = 9
+    part = complete(images=tf.constant(images), known_pixels=tf.constant(known),
+                    **scalars(7))["images"].numpy()
+    changed = images.reshape(2, num_pixels, -1).copy()
+    changed[:, known:] = (changed[:, known:] + 3) % LEVELS
+    again = complete(images=tf.constant(changed.reshape(images.shape)),
+                     known_pixels=tf.constant(known), **scalars(7))["images"].numpy()
+    np.testing.assert_array_equal(again, part)
+    np.testing.assert_array_equal(part.reshape(2, num_pixels, -1)[:, :known],
+                                  images.reshape(2, num_pixels, -1)[:, :known])
+
+
+def test_bad_requests_raise_errors(loaded):
+    s = loaded.signatures
+    good = images_for(2)
+    ok = dict(seed=tf.constant(1, tf.int64), temperature=tf.constant(1.0))
+    python_side = (TypeError, ValueError, tf.errors.InvalidArgumentError)
+    with pytest.raises(python_side):
+        s["serving_default"](images=tf.constant(good.astype(np.float32)))
+    with pytest.raises(python_side):
+        s["serving_default"](images=tf.constant(good[0]))
+    with pytest.raises(python_side):
+        s["serving_default"](images=tf.constant(good[:, :, :2]))
+    in_graph = [
+        (lambda: s["serving_default"](images=tf.constant(np.full_like(good, LEVELS))),
+         "values"),
+        (lambda: s["serving_default"](images=tf.constant(
+            np.zeros((MAX_BATCH + 1, *SHAPE), np.uint8))), "at most"),
+        (lambda: s["sample"](num_samples=tf.constant(0), **ok), "num_samples"),
+        (lambda: s["sample"](num_samples=tf.constant(MAX_BATCH + 1), **ok), "num_samples"),
+        (lambda: s["sample"](num_samples=tf.constant(1), seed=ok["seed"],
+                             temperature=tf.constant(0.0)), "temperature"),
+        (lambda: s["sample"](num_samples=tf.constant(1), seed=ok["seed"],
+                             temperature=tf.constant(np.nan, tf.float32)), "temperature"),
+        (lambda: s["complete"](images=tf.constant(good), known_pixels=tf.constant(-1), **ok),
+         "known_pixels"),
+        (lambda: s["complete"](images=tf.constant(good), known_pixels=tf.constant(21), **ok),
+         "known_pixels"),
+        (lambda: s["serve_examples"](examples=tf.constant([b"not an example"])), None),
+    ]
+    for call, message in in_graph:
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+            call()
+    short = tf.train.Example(features=tf.train.Features(feature={"image": tf.train.Feature(
+        bytes_list=tf.train.BytesList(value=[b"\x01" * 10]))})).SerializeToString()
+    with pytest.raises(tf.errors.InvalidArgumentError, match="uint8 bytes"):
+        s["serve_examples"](examples=tf.constant([short]))
+
+
+def test_write_saved_model_is_atomic_and_refuses_to_overwrite(exported, tmp_path):
+    model, path = exported
+    with pytest.raises(FileExistsError):
+        serving.write_saved_model(model, path)
+
+    def failing_check(directory):
+        assert os.path.isfile(os.path.join(directory, "saved_model.pb"))
+        raise AssertionError("check failed")
+
+    target = tmp_path / "base" / "1"
+    with pytest.raises(AssertionError, match="check failed"):
+        serving.write_saved_model(model, target, examples=False, verify=failing_check)
+    assert os.listdir(tmp_path / "base") == []  # neither the version nor a temporary dir
+    metadata = serving.read_metadata(path)
+    assert metadata["image_shape"] == list(SHAPE) and metadata["levels"] == LEVELS
+    assert metadata["sampler"] == "cached" and metadata["max_batch"] == MAX_BATCH
+
+
+# --------------------------------------------------------------------------------------------
+# export.py and the sample CLI
+
+
+def run_main(main, args, capsys):
+    capsys.readouterr()
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as e:  # argparse
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A training workdir made by the real training code (tiny preset, a few steps)."""
+    from data_prep.__main__ import main as data_prep_main
+    from pixelrnn_tf import config as config_lib
+    from pixelrnn_tf import training
+
+    root = tmp_path_factory.mktemp("training")
+    assert data_prep_main(["convert", "digits", "--out", str(root / "data"), "--limit", "120",
+                           "--val-fraction", "0.25"]) == 0
+    config = dataclasses.replace(config_lib.get_preset("test"), train_steps=3,
+                                 steps_per_epoch=3, checkpoint_every_steps=3, eval_batches=1,
+                                 jit_compile="off")
+    training.train_and_evaluate(config, str(root / "work"), str(root / "data"))
+    return root / "work"
+
+
+def test_export_cli_from_a_training_workdir(workdir, tmp_path, capsys):
+    import keras
+
+    base = tmp_path / "exports"
+    code, out, err = run_main(export_cli.main, ["--workdir", workdir, "--export-base", base],
+                              capsys)
+    assert code == 0, err
+    assert sorted(os.listdir(base)) == ["1"]
+    code, _, err = run_main(export_cli.main, ["--workdir", workdir, "--checkpoint", "latest",
+                                              "--export-base", base, "--no-examples"], capsys)
+    assert code == 0, err
+    assert sorted(os.listdir(base)) == ["1", "2"]  # the next version; nothing else left
+    assert "serve_examples" not in tf.saved_model.load(str(base / "2")).signatures
+    code, _, err = run_main(export_cli.main, ["--workdir", workdir, "--export-base", base,
+                                              "--version", "1"], capsys)
+    assert code == 1 and "already exists" in err and len(err.strip().splitlines()) == 1
+    # The export holds the trained weights: the final model of the run scores the same.
+    final = keras.saving.load_model(str(workdir / "model.keras"))
+    digits = np.random.default_rng(0).integers(0, final.levels, (2, *final.image_shape))
+    got = tf.saved_model.load(str(base / "1")).signatures["serving_default"](
+        images=tf.constant(digits.astype(np.uint8)))["log_prob"].numpy()
+    np.testing.assert_allclose(got, final.log_prob(digits).numpy(), rtol=1e-5, atol=1e-3)
+    meta = json.loads((base / "1" / "assets.extra" / "pixelrnn_tf.json").read_text())
+    assert meta["image_shape"] == list(final.image_shape)
+
+
+def test_export_cli_bad_input(exported, tmp_path, capsys):
+    model, _ = exported
+    keras_file = tmp_path / "model.keras"
+    model.save(keras_file)
+    base_file = tmp_path / "a_file"
+    base_file.write_text("x")
+    (tmp_path / "not_a_model.keras").write_text("garbage")
+    cases = [
+        (["--workdir", tmp_path / "missing", "--export-base", tmp_path / "e"], "no such"),
+        (["--workdir", tmp_path, "--export-base", tmp_path / "e"], "config.json"),
+        (["--keras-model", tmp_path / "not_a_model.keras", "--export-base", tmp_path / "e"],
+         "cannot load"),
+        (["--keras-model", keras_file, "--export-base", base_file], "not a directory"),
+    ]
+    for args, message in cases:
+        code, _, err = run_main(export_cli.main, args, capsys)
+        assert code == 1 and message in err and len(err.strip().splitlines()) == 1, err
+    for args in (["--keras-model", keras_file, "--export-base", tmp_path, "--version", "0"],
+                 ["--export-base", tmp_path]):
+        code, _, err = run_main(export_cli.main, args, capsys)
+        assert code == 2, err
+    assert not (tmp_path / "e").exists()
+    code, out, err = run_main(export_cli.main, ["--keras-model", keras_file, "--export-base",
+                                                tmp_path / "ok", "--version", "7"], capsys)
+    assert code == 0 and os.listdir(tmp_path / "ok") == ["7"], err
+
+
+def test_sample_cli(exported, tmp_path, capsys):
+    from PIL import Image
+
+    model, path = exported
+    keras_file = tmp_path / "model.keras"
+    model.save(keras_file)
+    for source in (["--saved-model", path], ["--keras-model", keras_file]):
+        code, out, err = run_main(sample_cli.main, [*source, "--num", "5", "--seed", "3",
+                                                    "--out", tmp_path / "s.png", "--npz",
+                                                    tmp_path / "s.npz"], capsys)
+        assert code == 0, err
+        samples = np.load(tmp_path / "s.npz")["samples"]
+        np.testing.assert_array_equal(samples, sampling.sample(model, 5, seed=3).numpy())
+        assert Image.open(tmp_path / "s.png").size[0] > 5 * SHAPE[1]
+    originals = images_for(3)
+    np.savez(tmp_path / "images.npz", images=originals)
+    code, out, err = run_main(sample_cli.main, [
+        "--saved-model", path, "--complete", tmp_path / "images.npz", "--known-rows", "2",
+        "--completions", "2", "--out", tmp_path / "c.png", "--npz", tmp_path / "c.npz"], capsys)
+    assert code == 0, err
+    saved = np.load(tmp_path / "c.npz")
+    completions = saved["completions"]
+    assert completions.shape == (3, 2, *SHAPE)
+    np.testing.assert_array_equal(completions[:, :, :2], np.repeat(originals[:, None, :2], 2, 1))
+    picture = np.asarray(Image.open(tmp_path / "c.png"))
+    assert picture.shape[1] > picture.shape[0]  # 4 cells per row, 3 rows
+
+    np.savez(tmp_path / "floats.npz", images=originals.astype(np.float32))
+    np.savez(tmp_path / "two.npz", a=originals, b=originals)
+    np.savez(tmp_path / "big.npz", images=originals + LEVELS)
+    np.save(tmp_path / "pickled.npy", np.array([{"x": 1}], dtype=object))
+    os.replace(tmp_path / "pickled.npy", tmp_path / "pickled.npz")
+    bad = [
+        (["--complete", tmp_path / "floats.npz"], "dtype"),
+        (["--complete", tmp_path / "two.npz"], "--key"),
+        (["--complete", tmp_path / "big.npz"], "values"),
+        (["--complete", tmp_path / "missing.npz"], "no such file"),
+        (["--complete", tmp_path / "pickled.npz"], "not a readable"),
+        (["--complete", tmp_path / "images.npz", "--known-rows", "9"], "known-rows"),
+        (["--known-rows", "2"], "--complete"),
+    ]
+    for args, message in bad:
+        out_png = tmp_path / "bad.png"
+        code, _, err = run_main(sample_cli.main, ["--saved-model", path, *args, "--out",
+                                                  out_png], capsys)
+        assert code == 1 and message in err and len(err.strip().splitlines()) == 1, (args, err)
+        assert not out_png.exists()
+    code, _, err = run_main(sample_cli.main, ["--saved-model", tmp_path, "--out",
+                                              tmp_path / "x.png"], capsys)
+    assert code == 1 and "saved_model.pb" in err
+    leftovers = [p for p in os.listdir(tmp_path) if p.startswith(".")]
+    assert not leftovers, leftovers
