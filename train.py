@@ -1,0 +1,132 @@
+"""Train or evaluate a PixelRNN: `python train.py --data DIR --workdir DIR [--preset NAME]`.
+
+Running the same command again resumes from the latest checkpoint in --workdir.
+Also installed as the console script `pixelrnn-train`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_PREEMPTED = 143  # 128 + SIGTERM: stopped cleanly after saving a checkpoint
+
+EXAMPLES = """\
+examples:
+  python -m data_prep convert digits --out out/data/digits --val-fraction 0.1 --test-fraction 0.1
+  python train.py --data out/data/digits --workdir out/runs/demo --preset demo
+  python train.py --data out/data/digits --workdir out/runs/demo --evaluate test
+  python train.py --data out/data/mnist --workdir out/runs/mnist \\
+      --preset mnist_diagonal_bilstm --set cpu_replicas=2
+  tensorboard --logdir out/runs/demo
+
+multi-worker: set TF_CONFIG in every worker process (one per machine), e.g. worker 0 of 2:
+  TF_CONFIG='{"cluster": {"worker": ["host0:12345", "host1:12345"]},
+              "task": {"type": "worker", "index": 0}}' python train.py --data ... --workdir ...
+  (--workdir and --data on a shared file system; worker 0 writes the work directory)
+
+exit status: 0 done, 1 a problem with the data, the config or the work directory, or a
+non-finite loss (one line on stderr), 2 bad flags, 143 stopped by SIGTERM after saving a
+checkpoint (rerun to resume), 130 Ctrl-C (not saved; the last periodic checkpoint stays).
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage dump
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from pixelrnn_tf.config import describe_keys, describe_presets
+
+    epilog = (f"presets (--preset):\n{describe_presets()}\n\n"
+              f"config keys (--set key=value):\n{describe_keys()}\n\n{EXAMPLES}")
+    parser = _Parser(prog="train.py", description=__doc__.splitlines()[0], epilog=epilog,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", metavar="DIR",
+                        help="dataset directory written by `python -m data_prep convert` "
+                        "(default when resuming: the one in WORKDIR/config.json)")
+    parser.add_argument("--workdir", required=True, metavar="DIR",
+                        help="checkpoints, TensorBoard logs, config.json, model.keras")
+    parser.add_argument("--preset", metavar="NAME",
+                        help="start from this preset (default: WORKDIR/config.json when "
+                        "resuming, else demo)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override one config key (repeatable)")
+    parser.add_argument("--evaluate", metavar="SPLIT",
+                        help="evaluate a checkpoint on the whole split instead of training; "
+                        "writes WORKDIR/eval_SPLIT.json")
+    parser.add_argument("--checkpoint", metavar="latest|best|PREFIX",
+                        help="with --evaluate: the checkpoint to evaluate (default latest)")
+    return parser
+
+
+def resolve_config(preset, overrides, saved):
+    """The config of this run: --preset (or the saved config, or demo) plus --set."""
+    from pixelrnn_tf import config as config_lib
+
+    if preset is not None:
+        base = config_lib.get_preset(preset)
+    elif saved is not None:
+        base = saved[0]
+    else:
+        base = config_lib.get_preset("demo")
+    return config_lib.apply_overrides(base, overrides)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    import tensorflow as tf
+
+    from pixelrnn_tf import training
+    from pixelrnn_tf.config import ConfigError
+    from pixelrnn_tf.data import DataError
+
+    try:
+        saved = training.read_workdir_config(args.workdir)
+        if args.checkpoint is not None and args.evaluate is None:
+            raise ConfigError("--checkpoint only applies to --evaluate (training always "
+                              "resumes from the latest checkpoint)")
+        if args.evaluate is not None:
+            if args.preset is not None:
+                raise ConfigError("--preset cannot be combined with --evaluate (the config "
+                                  "is read from WORKDIR/config.json)")
+            if saved is None:
+                raise training.TrainingError(f"{args.workdir}: no config.json; train first")
+            config = resolve_config(None, args.overrides, saved)
+            result = training.evaluate(args.workdir, args.data, args.evaluate,
+                                       args.checkpoint or "latest", config)
+            print(f"{result['split']}: {result['nats']:.4f} nats per image, "
+                  f"{result['bits_per_dim']:.4f} bits/dim over {result['num_images']} images "
+                  f"(step {result['step']}); wrote "
+                  f"{os.path.join(args.workdir, 'eval_' + args.evaluate + '.json')}")
+            return 0
+        if args.data is None and saved is None:
+            raise ConfigError("--data DIR is required (no WORKDIR/config.json to resume from)")
+        config = resolve_config(args.preset, args.overrides, saved)
+        training.train_and_evaluate(config, args.workdir, args.data)
+        return 0
+    except training.Preempted as e:
+        print(f"train.py: {e}", file=sys.stderr)
+        return EXIT_PREEMPTED
+    except (ConfigError, DataError, training.TrainingError) as e:
+        print(f"train.py: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except tf.errors.OpError as e:  # e.g. a shard found corrupt while reading
+        print(f"train.py: error: {e.message.strip().splitlines()[0]}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as e:
+        print(f"train.py: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("train.py: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
