@@ -1,4 +1,4 @@
-"""Export a trained PixelRNN as a versioned SavedModel for TF Serving.
+"""Export a trained PixelRNN or Multi-Scale PixelRNN as a versioned SavedModel for TF Serving.
 
     python export.py --workdir DIR [--checkpoint latest|best] --export-base DIR [--version N]
     python export.py --keras-model MODEL.keras --export-base DIR
@@ -8,6 +8,7 @@ largest existing version, 1 for an empty base) with the signatures serving_defau
 complete and serve_examples (see pixelrnn_tf/serving.py). The export is written to a
 temporary directory, checked by reloading it and comparing its log-likelihoods with the
 model's, and only then renamed into place; an existing version is never overwritten.
+A MultiScalePixelRNN gets the same signatures (a client cannot tell the difference).
 """
 
 from __future__ import annotations
@@ -34,6 +35,35 @@ def existing_versions(export_base):
 def next_version(export_base):
     versions = existing_versions(export_base)
     return versions[-1] + 1 if versions else 1
+
+
+def load_model(workdir=None, checkpoint="latest", keras_model=None):
+    """The model to export: a `PixelRNN` or `MultiScalePixelRNN` from a .keras file (loaded
+    with safe_mode on), or whatever the training workdir holds (`training.load_model`).
+
+    Raises ExportError (or the sample CLI's SampleError) with a one-line message.
+    """
+    from pixelrnn_tf import MultiScalePixelRNN, PixelRNN
+    from pixelrnn_tf.sample import load_model_source
+
+    if keras_model is None:
+        model = load_model_source(workdir, checkpoint)
+    else:
+        import keras
+
+        if not os.path.isfile(keras_model):
+            raise ExportError(f"--keras-model {keras_model}: no such file")
+        try:
+            model = keras.saving.load_model(keras_model, safe_mode=True)
+        except Exception as e:  # noqa: BLE001 - Keras raises many types for a bad file
+            text = str(e).strip()
+            raise ExportError(f"--keras-model {keras_model}: cannot load ("
+                              f"{text.splitlines()[0] if text else type(e).__name__})") from None
+    if not isinstance(model, (PixelRNN, MultiScalePixelRNN)):
+        source = keras_model or workdir
+        raise ExportError(f"{source} holds a {type(model).__name__}, not a PixelRNN or "
+                          "MultiScalePixelRNN")
+    return model
 
 
 def export(model, export_base, version=None, method="cached", max_batch=None, examples=True,
@@ -79,7 +109,8 @@ def build_parser():
                "saved_model_cli, TF Serving).")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--workdir", metavar="DIR", help="training work directory")
-    source.add_argument("--keras-model", metavar="FILE", help="a saved .keras PixelRNN")
+    source.add_argument("--keras-model", metavar="FILE",
+                        help="a saved .keras PixelRNN or MultiScalePixelRNN")
     parser.add_argument("--checkpoint", default="latest",
                         help="with --workdir: 'latest', 'best' (lowest validation NLL) or a "
                              "checkpoint prefix (default: latest)")
@@ -101,10 +132,10 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from pixelrnn_tf.sample import SampleError, load_model_source
+    from pixelrnn_tf.sample import SampleError
 
     try:
-        model = load_model_source(args.workdir, args.checkpoint, args.keras_model)
+        model = load_model(args.workdir, args.checkpoint, args.keras_model)
         path = export(model, args.export_base, args.version, args.sampler, args.max_batch,
                       examples=not args.no_examples, verify=not args.no_verify)
     except (ExportError, SampleError, FileExistsError) as e:

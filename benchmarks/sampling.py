@@ -1,13 +1,22 @@
 """Images/s of naive vs cached sampling, in a tf.function and through the SavedModel.
 
-    python benchmarks/sampling.py [--configs mnist,colour] [--batches 1,16]
+    python benchmarks/sampling.py [--configs mnist,mnist_multiscale,colour] [--batches 1,16]
         [--naive-pixels 8] [--repeats 3] [--architecture diagonal_bilstm]
 
 The naive sampler does one full forward pass per sub-pixel, so its cost per pixel is the
 same at every position: it is timed on the last --naive-pixels pixels only (a completion
-with all earlier pixels known) and extrapolated to the whole image; the table says so.
-The cached sampler is timed on whole images (median of --repeats calls after a warm-up).
-Prints a markdown table.
+with all earlier pixels known) and extrapolated to the whole image; the table says so. For a
+Multi-Scale PixelRNN each stage is timed that way (stage 1 on the small model alone, stage 2
+with the whole small image known) and extrapolated to the pixels it samples (s * s, and
+n * n - s * s). The cached sampler is timed on whole images (median of --repeats calls after
+a warm-up). Prints a markdown table.
+
+    python benchmarks/sampling.py --compare-scales [--batches 1,16] [--repeats 5]
+
+Single-scale vs Multi-Scale (mnist vs mnist_multiscale), cached sampler in a tf.function:
+the single-scale model, the multi-scale model's stage 1 alone and the whole multi-scale model
+are timed in turn within each repeat, so that a shared machine's changing load hits them
+alike. Prints a markdown table.
 """
 
 from __future__ import annotations
@@ -23,11 +32,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from pixelrnn_tf import PixelRNN, sampling, serving  # noqa: E402
+from pixelrnn_tf import MultiScalePixelRNN, PixelRNN, sampling, serving  # noqa: E402
 
 CONFIGS = {
     "mnist": ("28x28x1, 2 levels, 7 layers h=16",
               dict(image_shape=(28, 28, 1), levels=2, num_layers=7, hidden_dim=16)),
+    "mnist_multiscale": ("28x28x1 multi-scale 14->28, 2 levels, 7 layers h=16 per stage",
+                         dict(image_shape=(28, 28, 1), small_size=14, levels=2, num_layers=7,
+                              hidden_dim=16)),
     "colour": ("32x32x3, 256 levels, 4 layers h=32, output 1024",
                dict(image_shape=(32, 32, 3), levels=256, num_layers=4, hidden_dim=32)),
 }
@@ -80,16 +92,81 @@ class ThroughSavedModel:
             temperature=tf.constant(1.0))["images"].numpy()
 
 
+def make_model(architecture, config):
+    if "small_size" in config:
+        return MultiScalePixelRNN(architecture, **config)
+    return PixelRNN(architecture, **config)
+
+
+def naive_seconds(runtime, small_runtime, model, batch, tail):
+    """Seconds for the naive sampler to draw `batch` whole images, extrapolated from the
+    last `tail` pixels (of each stage, for a Multi-Scale model: `small_runtime` runs its
+    stage 1 alone)."""
+    height, width, channels = model.image_shape
+    num_pixels = height * width
+    images = np.zeros((batch, height, width, channels), np.int32)
+    seconds = median_seconds(lambda: runtime.naive_tail(images, num_pixels - tail, 1), 1)
+    if small_runtime is None:
+        return seconds * num_pixels / tail
+    # With the last `tail` pixels unknown, the whole small image is known (stage 1 has
+    # nothing to draw) and stage 2 samples those of them not on the grid.
+    f = model.factor
+    on_grid = np.zeros((height, width), bool)
+    on_grid[::f, ::f] = True
+    if on_grid.reshape(-1)[: num_pixels - tail].sum() != model.small_size ** 2:
+        raise SystemExit(f"--naive-pixels {tail} reaches the last grid pixel; use fewer")
+    sampled = int((~on_grid.reshape(-1)[num_pixels - tail:]).sum())
+    stage_2 = seconds * (num_pixels - model.small_size ** 2) / sampled
+    return stage_2 + naive_seconds(small_runtime, None, model.small, batch,
+                                   min(tail, model.small_size ** 2))
+
+
+def compare_scales(architecture, batches, repeats):
+    """Cached sampling time of single- vs multi-scale, interleaved; prints a table."""
+    single = make_model(architecture, CONFIGS["mnist"][1])
+    multi = make_model(architecture, CONFIGS["mnist_multiscale"][1])
+    contenders = {
+        f"single-scale: {CONFIGS['mnist'][0]}": single,
+        "multi-scale 14->28: stage 1 alone (14x14)": multi.small,
+        "multi-scale 14->28: both stages (7 layers h=16 each)": multi,
+    }
+    print(f"{architecture}, cached sampler in a tf.function; {os.cpu_count()} CPU cores (load "
+          f"average {os.getloadavg()[0]:.1f} at the start), TF {tf.__version__}; median of "
+          f"{repeats}, the models timed in turn within each repeat\n")
+    print("| model | batch | s/batch | images/s | vs single-scale |")
+    print("| --- | --- | --- | --- | --- |")
+    for batch in batches:
+        times = {name: [] for name in contenders}
+        for model in contenders.values():
+            sampling.sample(model, batch, 0).numpy()  # trace / warm up
+        for repeat in range(repeats):
+            for name, model in contenders.items():
+                start = time.perf_counter()
+                sampling.sample(model, batch, repeat).numpy()
+                times[name].append(time.perf_counter() - start)
+        base = statistics.median(next(iter(times.values())))
+        for name, seconds in times.items():
+            median = statistics.median(seconds)
+            print(f"| {name} | {batch} | {median:.2f} | {batch / median:.3g} | "
+                  f"{median / base:.2f}x |", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", default="mnist,colour")
+    parser.add_argument("--configs", default="mnist,mnist_multiscale,colour")
     parser.add_argument("--batches", default="1,16")
     parser.add_argument("--runtimes", default="function,savedmodel")
     parser.add_argument("--architecture", default="diagonal_bilstm")
     parser.add_argument("--naive-pixels", type=int, default=8,
                         help="pixels the naive sampler is timed on (then extrapolated)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--compare-scales", action="store_true",
+                        help="only time single- vs multi-scale cached sampling, interleaved")
     args = parser.parse_args()
+    if args.compare_scales:
+        compare_scales(args.architecture, [int(b) for b in args.batches.split(",")],
+                       args.repeats)
+        return
     runtimes = {"function": InMemory, "savedmodel": ThroughSavedModel}
     print(f"{args.architecture}; {os.cpu_count()} CPU cores (load average "
           f"{os.getloadavg()[0]:.1f} at the start), TF {tf.__version__}; naive timed on the "
@@ -100,18 +177,18 @@ def main():
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for key in args.configs.split(","):
         label, config = CONFIGS[key]
-        model = PixelRNN(args.architecture, **config)
-        model.build()
-        height, width, channels = config["image_shape"]
-        num_pixels = height * width
-        tail = min(args.naive_pixels, num_pixels)
+        model = make_model(args.architecture, config)
+        height, width, _ = config["image_shape"]
+        tail = min(args.naive_pixels, height * width)
         with tempfile.TemporaryDirectory() as directory:
             for runtime_key in args.runtimes.split(","):
                 runtime = runtimes[runtime_key](model, directory)
+                small_runtime = None
+                if isinstance(model, MultiScalePixelRNN):
+                    small_runtime = runtimes[runtime_key](model.small,
+                                                          os.path.join(directory, "small"))
                 for batch in (int(b) for b in args.batches.split(",")):
-                    images = np.zeros((batch, height, width, channels), np.int32)
-                    naive = median_seconds(lambda: runtime.naive_tail(
-                        images, num_pixels - tail, 1), 1) * num_pixels / tail
+                    naive = naive_seconds(runtime, small_runtime, model, batch, tail)
                     cached = median_seconds(lambda: runtime.cached(batch, 1), args.repeats)
                     print(f"| {label} | {batch} | {runtime.name} | {batch / naive:.3g} | "
                           f"{batch / cached:.3g} | {cached:.2f} | {naive / cached:.0f}x |",

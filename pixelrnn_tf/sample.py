@@ -38,6 +38,7 @@ def load_model_source(workdir=None, checkpoint="latest", keras_model=None):
     Raises SampleError with a one-line message when it cannot be read.
     """
     from pixelrnn_tf.model import PixelRNN
+    from pixelrnn_tf.multiscale import MultiScalePixelRNN
 
     if keras_model is not None:
         import keras
@@ -49,9 +50,9 @@ def load_model_source(workdir=None, checkpoint="latest", keras_model=None):
         except Exception as e:  # noqa: BLE001 - Keras raises many types for a bad file
             raise SampleError(f"--keras-model {keras_model}: cannot load "
                               f"({_first_line(e)})") from None
-        if not isinstance(model, PixelRNN):
+        if not isinstance(model, (PixelRNN, MultiScalePixelRNN)):
             raise SampleError(f"--keras-model {keras_model} holds a {type(model).__name__}, "
-                              "not a PixelRNN")
+                              "not a PixelRNN or MultiScalePixelRNN")
         return model
     if not os.path.isdir(workdir):
         raise SampleError(f"--workdir {workdir}: no such directory")

@@ -1,4 +1,4 @@
-"""In-graph sampling and image completion for `PixelRNN` models.
+"""In-graph sampling and image completion for `PixelRNN` and `MultiScalePixelRNN` models.
 
 Everything runs inside the graph (`tf.while_loop`), so the same code serves eager use, a
 `tf.function` and a SavedModel for TF Serving. Sub-pixels are generated in raster order and,
@@ -20,6 +20,14 @@ Two methods:
   and (i - 1, j); the right-to-left direction, shifted down one row, needs only rows < i, so it
   is swept once per finished row. The head only ever reads the pixel's own features.
 
+A `MultiScalePixelRNN` samples in two stages, each with the chosen method: stage 1 draws the
+s x s image; its pixels are written onto their positions (f a, f b) of the full image, where
+they are known and copied, never resampled; stage 2, conditioned on the small image, draws the
+other pixels. The stages use independent noise streams of the same seed (`seed_pair`), and
+stage 1 alone equals `sample(model.small, ...)` with that seed. Completion keeps the first
+`known_pixels` pixels of the full image; the small image's known pixels, those among them, are
+a raster prefix of the small image (`small_known_pixels`).
+
 Typical use::
 
     images = sample(model, num_samples=16, seed=0)                  # uint8 [16, H, W, C]
@@ -27,8 +35,9 @@ Typical use::
 
 `sample` and `complete` run eagerly through one traced `tf.function` per model and method, or
 build graph ops when called inside a `tf.function`. `sample_graph` and `complete_graph` are
-the graph builders (used by the SavedModel signatures); they also take the per-block
-`conditioning` maps of a Multi-Scale PixelRNN. `cached_logits` exposes the cached path's
+the graph builders (used by the SavedModel signatures); for a `PixelRNN` they also take
+per-block additive `conditioning` maps (what stage 2 of a Multi-Scale PixelRNN receives; a
+`MultiScalePixelRNN` passed whole makes its own). `cached_logits` exposes the cached path's
 logits for testing it against the full forward pass.
 """
 
@@ -41,6 +50,7 @@ import tensorflow as tf
 
 from pixelrnn_tf.lstm_cell import lstm_update
 from pixelrnn_tf.model import validate_images
+from pixelrnn_tf.multiscale import MultiScalePixelRNN, subsample_positions
 
 METHODS = ("cached", "naive")
 # Second word of the stateless seed pair; the first is the user's int64 seed.
@@ -51,10 +61,14 @@ _SEED_SALT = 0x5EED
 # Randomness
 
 
-def seed_pair(seed):
-    """An int64 scalar seed -> the [2] int64 key of the stateless RNG ops."""
+def seed_pair(seed, stream=0):
+    """An int64 scalar seed -> the [2] int64 key of the stateless RNG ops.
+
+    stream: which independent stream of that seed (Multi-Scale PixelRNN: 0 for stage 1, 1 for
+    stage 2, so that pixel p of one stage never reuses the noise of pixel p of the other).
+    """
     seed = tf.cast(seed, tf.int64)
-    return tf.stack([seed, tf.constant(_SEED_SALT, tf.int64)])
+    return tf.stack([seed, tf.constant(_SEED_SALT + stream, tf.int64)])
 
 
 def pixel_noise(seed, pixel, shape):
@@ -83,8 +97,10 @@ def choose(logits, noise, temperature):
 # Naive sampler: one full forward pass per sub-pixel
 
 
-def _naive_loop(model, images, known_pixels, seed, temperature, conditioning=None):
-    """images int32 [N, H, W, C] (pixels >= known_pixels are overwritten) -> int32 images."""
+def _naive_loop(model, images, known_pixels, seed, temperature, conditioning=None,
+                fixed=None):
+    """images int32 [N, H, W, C] (pixels >= known_pixels are overwritten, except those
+    marked in `fixed`, bool [H * W] in raster order, or None) -> int32 images."""
     height, width, channels = model.image_shape
     levels = model.levels
     batch = tf.shape(images)[0]
@@ -94,7 +110,7 @@ def _naive_loop(model, images, known_pixels, seed, temperature, conditioning=Non
         return tf.reshape(tf.one_hot(index, num_subpixels, on_value=True, off_value=False),
                           (1, height, width, channels))
 
-    def step(p, images):
+    def draw(p, images):
         i, j = p // width, p % width
         noise = pixel_noise(seed, p, tf.stack([batch, channels, levels]))
         for c in range(channels):
@@ -102,7 +118,12 @@ def _naive_loop(model, images, known_pixels, seed, temperature, conditioning=Non
             value = choose(logits[:, i, j, c], noise[:, c], temperature)
             images = tf.where(subpixel_mask(p * channels + c), value[:, None, None, None],
                               images)
-        return p + 1, images
+        return images
+
+    def step(p, images):
+        if fixed is None:
+            return p + 1, draw(p, images)
+        return p + 1, tf.cond(tf.constant(fixed)[p], lambda: images, lambda: draw(p, images))
 
     _, images = tf.while_loop(lambda p, _: p < height * width, step, (known_pixels, images),
                               maximum_iterations=height * width)
@@ -476,10 +497,11 @@ class CachedStack:
 
 
 def _cached_loop(model, images, known_pixels, seed, temperature, record_logits=False,
-                 conditioning=None):
+                 conditioning=None, fixed=None):
     """Raster-order loop over pixels with the cached stack.
 
-    images int32 [N, H, W, C]: pixels < known_pixels are kept, the others sampled.
+    images int32 [N, H, W, C]: pixels < known_pixels and those marked in `fixed` (bool
+    [H * W] in raster order, or None) are kept, the others sampled.
     Returns int32 images [N, H, W, C], and with `record_logits` also the logits the sampler
     used, [N, H, W, C, levels].
     """
@@ -493,6 +515,7 @@ def _cached_loop(model, images, known_pixels, seed, temperature, record_logits=F
     by_position = tf.transpose(images, (1, 2, 0, 3))  # [H, W, N, C]
     one_hot = tf.eye(channels, dtype=stack.dtype)
 
+    fixed = None if fixed is None else tf.constant(fixed)
     pixels_out = tf.TensorArray(tf.int32, size=height * width)
     logits_out = tf.TensorArray(tf.float32, size=height * width if record_logits else 0,
                                 dynamic_size=not record_logits)
@@ -504,11 +527,12 @@ def _cached_loop(model, images, known_pixels, seed, temperature, record_logits=F
             p = i * width + j
             noise = pixel_noise(seed, p, tf.stack([batch, channels, levels]))
             given = by_position[i, j]  # [N, C]
+            keep = p < known_pixels if fixed is None else (p < known_pixels) | fixed[p]
             pixel = tf.zeros(tf.stack([batch, channels]), stack.dtype)
             values, used = [], []
             for c in range(channels):
                 logits, updates = stack.pixel(cache, context, i, j, pixel)
-                value = tf.where(p < known_pixels, given[:, c],
+                value = tf.where(keep, given[:, c],
                                  choose(logits[:, c], noise[:, c], temperature))
                 values.append(value)
                 used.append(logits[:, c])
@@ -541,6 +565,52 @@ def _cached_loop(model, images, known_pixels, seed, temperature, record_logits=F
 
 
 # --------------------------------------------------------------------------------------------
+# Multi-Scale PixelRNN: stage 1 samples the small image, stage 2 the rest of the full image
+
+
+def small_known_pixels(image_shape, small_size, known_pixels):
+    """How many pixels of the small image are known when the first `known_pixels` pixels of
+    the full image (raster order) are: those of its pixels (f a, f b) whose full raster index
+    f a W + f b is < known_pixels. That index grows with the small raster index a s + b
+    (within a row by f, and from (a, s - 1) to (a + 1, 0) by f W - f (s - 1) = f W - W + f
+    > 0), so the known small pixels are always a raster prefix of the small image.
+
+    image_shape: (H, W, C) of the full image, H = W = f * small_size.
+    known_pixels: int32 scalar (a tensor or an int) -> int32 scalar in [0, s * s].
+    """
+    width, s = image_shape[1], small_size
+    f = width // s
+    rows, cols = np.meshgrid(np.arange(s) * f, np.arange(s) * f, indexing="ij")
+    full_index = tf.constant((rows * width + cols).reshape(-1), tf.int32)  # increasing
+    return tf.reduce_sum(tf.cast(full_index < tf.cast(known_pixels, tf.int32), tf.int32))
+
+
+def _multiscale_complete(model, images, known_pixels, seed, temperature, method):
+    """Completion with a `MultiScalePixelRNN`; images int32 [N, H, W, C] -> int32.
+
+    1. Stage 1 completes the small image x[:, ::f, ::f] with its known prefix (the subsampled
+       pixels among the first `known_pixels`, `small_known_pixels`), noise stream 0.
+    2. The small image is written onto its positions of the full image: those pixels are
+       then known and copied, never resampled (stage 2 is not trained on them).
+    3. Stage 2, conditioned on the small image, samples the other pixels from
+       `known_pixels` on in raster order, noise stream 1.
+    Sampling is completion with known_pixels = 0. Stage 1 alone is `complete(model.small,
+    ...)` with the same seed.
+    """
+    f = model.factor
+    small = _complete_ints(model.small, model.subsample(images),
+                           small_known_pixels(model.image_shape, model.small_size,
+                                              known_pixels), seed_pair(seed, 0),
+                           temperature, method)
+    on_grid = subsample_positions(model.image_shape, f)  # [H, W, C] bool
+    placed = tf.repeat(tf.repeat(small, f, axis=1), f, axis=2)
+    images = tf.where(tf.constant(on_grid)[None], placed, images)
+    conditioning = model.conditioning(model.small.scale_inputs(small))
+    return _complete_ints(model.full, images, known_pixels, seed_pair(seed, 1), temperature,
+                          method, conditioning, fixed=on_grid[..., 0].reshape(-1))
+
+
+# --------------------------------------------------------------------------------------------
 # Graph-level entry points (usable inside any tf.function, e.g. the SavedModel signatures)
 
 
@@ -568,16 +638,30 @@ def _checked_temperature(temperature):
         return tf.identity(temperature)
 
 
+def _complete_ints(model, images, known_pixels, key, temperature, method,
+                   conditioning=None, fixed=None):
+    """The sampler loop of one `PixelRNN`: int32 images -> int32 images (key: `seed_pair`)."""
+    if method == "naive":
+        return _naive_loop(model, images, known_pixels, key, temperature, conditioning, fixed)
+    return _cached_loop(model, images, known_pixels, key, temperature,
+                        conditioning=conditioning, fixed=fixed)
+
+
 def complete_graph(model, images, known_pixels, seed, temperature=1.0, method="cached",
                    conditioning=None):
     """Graph-building `complete`: images int [N, H, W, C] -> uint8 [N, H, W, C] (int32 for
     more than 256 levels).
 
-    conditioning: optional list of one additive map per block, as for `PixelRNN.features`
-    (Multi-Scale PixelRNN), with the batch size N.
+    model: a `PixelRNN` or a `MultiScalePixelRNN` (see `_multiscale_complete`).
+    conditioning: optional list of one additive map per block, as for `PixelRNN.features`,
+      with the batch size N (a `PixelRNN` only; a `MultiScalePixelRNN` makes its own).
     """
     _check_method(method)
     _check_model(model)
+    multiscale = isinstance(model, MultiScalePixelRNN)
+    if multiscale and conditioning is not None:
+        raise ValueError("a MultiScalePixelRNN conditions its stage 2 itself; pass no "
+                         "conditioning")
     images = validate_images(images, model.image_shape, model.levels)
     height, width, _ = model.image_shape
     known_pixels = tf.cast(known_pixels, tf.int32)
@@ -587,13 +671,12 @@ def complete_graph(model, images, known_pixels, seed, temperature=1.0, method="c
          known_pixels])
     with tf.control_dependencies([check]):
         known_pixels = tf.identity(known_pixels)
-    seed = seed_pair(seed)
     temperature = _checked_temperature(temperature)
-    if method == "naive":
-        out = _naive_loop(model, images, known_pixels, seed, temperature, conditioning)
+    if multiscale:
+        out = _multiscale_complete(model, images, known_pixels, seed, temperature, method)
     else:
-        out = _cached_loop(model, images, known_pixels, seed, temperature,
-                           conditioning=conditioning)
+        out = _complete_ints(model, images, known_pixels, seed_pair(seed), temperature,
+                             method, conditioning)
     return tf.cast(out, output_dtype(model))
 
 
@@ -615,10 +698,20 @@ def cached_logits(model, images, conditioning=None):
 
     Every pixel of `images` is fed as known; the result is what the sampler computed for
     each sub-pixel before choosing it, i.e. it must equal `model(images)` (a test of the
-    cache). images int [N, H, W, C] -> float32 [N, H, W, C, levels].
+    cache). images int [N, H, W, C] -> float32 [N, H, W, C, levels]; for a
+    `MultiScalePixelRNN`, like its `call`, (small [N, s, s, C, levels], full [N, H, W, C,
+    levels]).
     """
     _check_model(model)
     images = validate_images(images, model.image_shape, model.levels)
+    if isinstance(model, MultiScalePixelRNN):
+        if conditioning is not None:
+            raise ValueError("a MultiScalePixelRNN conditions its stage 2 itself; pass no "
+                             "conditioning")
+        small = model.subsample(images)
+        return (cached_logits(model.small, small),
+                cached_logits(model.full, images,
+                              model.conditioning(model.small.scale_inputs(small))))
     height, width, _ = model.image_shape
     _, logits = _cached_loop(model, images, height * width, seed_pair(0), 1.0,
                              record_logits=True, conditioning=conditioning)
@@ -674,7 +767,7 @@ def sample(model, num_samples, seed, temperature=1.0, method="cached"):
     """Draws `num_samples` images from `model`.
 
     Args:
-      model: a `PixelRNN`.
+      model: a `PixelRNN` or a `MultiScalePixelRNN` (stage 1, then stage 2).
       num_samples: int >= 0.
       seed: int (int64); the same seed gives the same images, whatever the method.
       temperature: > 0; logits are divided by it (1 = the model's distribution).
@@ -701,7 +794,7 @@ def complete(model, images, known_pixels, seed, temperature=1.0, method="cached"
     """Keeps the first `known_pixels` pixels (raster order) of each image and samples the rest.
 
     Args:
-      model: a `PixelRNN`.
+      model: a `PixelRNN` or a `MultiScalePixelRNN`.
       images: integer [N, H, W, C] in [0, levels); pixels from `known_pixels` on are ignored.
       known_pixels: int in [0, H * W].
       seed, temperature, method: as for `sample`.

@@ -20,6 +20,13 @@ INVALID_ARGUMENT error naming the problem instead.
 
 A JSON description of the model (shape, levels, architecture, sampler, signatures) is
 written to ``assets.extra/pixelrnn_tf.json``, a directory TF Serving ignores.
+
+A `MultiScalePixelRNN` exports with exactly the same signatures (names, dtypes, shapes), so a
+client cannot tell the two apart. Its ``sample`` and ``complete`` run stage 1 then stage 2
+(`sampling`), and its ``pixel_log_prob`` follows the model's own order: the subsampled pixels
+x[::f, ::f] first (stage 1, small-image raster order), then the others in raster order given
+the whole small image; it still sums to the exact ``log_prob``. The metadata says so
+(``model``, ``small_size``, ``pixel_order``).
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import keras
 import tensorflow as tf
 
 from pixelrnn_tf import losses, sampling
+from pixelrnn_tf.multiscale import MultiScalePixelRNN
 
 SIGNATURES = ("serving_default", "sample", "complete")
 EXAMPLES_SIGNATURE = "serve_examples"
@@ -82,7 +90,10 @@ class _Endpoints:
 
     def score(self, images):
         images = self.images(images)
-        pixel_log_prob = losses.pixel_log_prob(self.model(images), images)
+        if isinstance(self.model, MultiScalePixelRNN):
+            pixel_log_prob = self.model.pixel_log_prob_from_logits(images, *self.model(images))
+        else:
+            pixel_log_prob = losses.pixel_log_prob(self.model(images), images)
         log_prob = tf.reduce_sum(pixel_log_prob, axis=[1, 2, 3])
         return {"log_prob": log_prob,
                 "bits_per_dim": losses.nats_to_bits_per_dim(-log_prob, self.model.num_dims),
@@ -126,7 +137,7 @@ def build_export_archive(model, method="cached", max_batch=DEFAULT_MAX_BATCH,
     """A `keras.export.ExportArchive` of `model` with the signatures of this module.
 
     Args:
-      model: a built `PixelRNN` (levels <= 256).
+      model: a built `PixelRNN` or `MultiScalePixelRNN` (levels <= 256).
       method: the sampler inside ``sample`` and ``complete``: "cached" or "naive".
       max_batch: largest batch a request may ask for or send.
       examples: also add the ``serve_examples`` signature.
@@ -173,18 +184,27 @@ def build_export_archive(model, method="cached", max_batch=DEFAULT_MAX_BATCH,
 
 def export_metadata(model, method, max_batch, examples):
     """The JSON description written beside the SavedModel (assets.extra)."""
-    return {
+    multiscale = isinstance(model, MultiScalePixelRNN)
+    stage = model.full if multiscale else model  # a Multi-Scale model's stages share sizes
+    metadata = {
         "format": METADATA_FORMAT,
         "format_version": 1,
         "image_shape": list(model.image_shape),
         "levels": model.levels,
         "architecture": model.architecture,
-        "num_layers": model.num_layers,
-        "hidden_dim": model.hidden_dim,
+        "num_layers": stage.num_layers,
+        "hidden_dim": stage.hidden_dim,
         "sampler": method,
         "max_batch": int(max_batch),
         "signatures": list(SIGNATURES) + ([EXAMPLES_SIGNATURE] if examples else []),
     }
+    if multiscale:
+        metadata.update(
+            model="MultiScalePixelRNN", small_size=model.small_size, factor=model.factor,
+            pixel_order="pixel_log_prob: the subsampled pixels [::factor, ::factor] first "
+                        "(small-image raster order), then the others in raster order given "
+                        "the small image")
+    return metadata
 
 
 def write_saved_model(model, export_dir, method="cached", max_batch=DEFAULT_MAX_BATCH,

@@ -1,0 +1,399 @@
+"""The SavedModel of a Multi-Scale PixelRNN: the same signatures as a single-scale export (a
+TF Serving client cannot tell them apart), every signature in a process without this project,
+through saved_model_cli and the TF1 session loader, likelihood terms in the model's own pixel
+order, cached and naive exports, and export.py / the sample CLI on a .keras file."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
+
+import export as export_cli
+from pixelrnn_tf import MultiScalePixelRNN, PixelRNN, sampling, serving
+from pixelrnn_tf import sample as sample_cli
+
+N, S, F = 8, 4, 2
+CHANNELS, LEVELS = 3, 7
+SHAPE = (N, N, CHANNELS)
+MAX_BATCH = 8
+KNOWN = 13  # pixels kept by `complete`: row 0, and row 1 up to column 4 (grid pixels too)
+SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+# Runs first in every subprocess: neither this project nor Keras can be imported there,
+# as in TF Serving, which has no Python at all.
+NO_PROJECT = textwrap.dedent("""
+    import sys
+    for name in ("pixelrnn_tf", "keras", "data_prep"):
+        sys.modules[name] = None
+    import numpy as np
+    import tensorflow as tf
+""")
+
+
+def randomized(model, seed=0):
+    rng = np.random.default_rng(seed)
+    for weight in model.weights:  # biases and initial states too (zero when initialised)
+        weight.assign(rng.normal(0.0, 0.3, weight.shape).astype(np.float32))
+    return model
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """(model, export dir): a small RGB Multi-Scale model saved as .keras and exported from
+    that file by export.py (which reloads the export and checks it before publishing)."""
+    tf.keras.utils.set_random_seed(0)
+    model = randomized(MultiScalePixelRNN("diagonal_bilstm", SHAPE, S, levels=LEVELS,
+                                          num_layers=1, hidden_dim=6, output_dim=12,
+                                          first_kernel=3))
+    root = tmp_path_factory.mktemp("multiscale_export")
+    model.save(root / "model.keras")
+    code = export_cli.main(["--keras-model", str(root / "model.keras"), "--export-base",
+                            str(root / "base"), "--max-batch", str(MAX_BATCH)])
+    assert code == 0
+    assert os.listdir(root / "base") == ["1"]
+    return model, str(root / "base" / "1")
+
+
+@pytest.fixture(scope="module")
+def loaded(exported):
+    return tf.saved_model.load(exported[1])
+
+
+def run_process(args, cwd, timeout=300):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env.pop("PYTHONPATH", None)
+    return subprocess.run(["timeout", "-k", "10", str(timeout), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
+
+
+def images_for(n, seed=1):
+    images = np.random.default_rng(seed).integers(0, LEVELS, (n, *SHAPE)).astype(np.uint8)
+    images[..., -1, -1, -1] = 1  # no serialized example ends with a zero byte (numpy bytes)
+    return images
+
+
+def serialized_examples(images):
+    """tf.train.Examples in the data_prep format."""
+    out = []
+    for image in images:
+        feature = {"image": tf.train.Feature(bytes_list=tf.train.BytesList(
+            value=[image.tobytes()]))}
+        out.append(tf.train.Example(features=tf.train.Features(feature=feature))
+                   .SerializeToString())
+    assert not any(e.endswith(b"\0") for e in out)
+    return out
+
+
+def expected_outputs(model, images):
+    """What every signature must return, computed with the in-memory model."""
+    ints = images.astype(np.int32)
+    pixel_log_prob = model.pixel_log_prob(ints).numpy()
+    log_prob = model.log_prob(ints).numpy()
+    np.testing.assert_allclose(pixel_log_prob.sum(axis=(1, 2, 3)), log_prob, rtol=1e-5)
+    return {
+        "serving_default": {"log_prob": log_prob, "pixel_log_prob": pixel_log_prob,
+                            "bits_per_dim": -log_prob / (np.prod(SHAPE) * np.log(2))},
+        "sample": {"images": sampling.sample(model, 3, seed=5, temperature=0.8).numpy()},
+        "complete": {"images": sampling.complete(model, ints, KNOWN, seed=5,
+                                                 temperature=0.8).numpy()},
+    }
+
+
+def assert_outputs_match(got, want, where):
+    for key, value in want.items():
+        if value.dtype == np.uint8:
+            np.testing.assert_array_equal(got[key], value, err_msg=f"{where}: {key}")
+        else:
+            np.testing.assert_allclose(got[key], value, rtol=1e-5, atol=1e-4,
+                                       err_msg=f"{where}: {key}")
+
+
+def signature_defs(export_dir):
+    """What TF Serving reads: {signature: (method, {input: (dtype, shape)}, {output: ...})}."""
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(export_dir, "saved_model.pb"), "rb") as f:
+        proto.ParseFromString(f.read())
+    (meta_graph,) = proto.meta_graphs
+    assert list(meta_graph.meta_info_def.tags) == ["serve"]
+
+    def tensors(infos):
+        return {key: (info.dtype, [d.size for d in info.tensor_shape.dim],
+                      info.tensor_shape.unknown_rank) for key, info in infos.items()}
+
+    return {name: (sig.method_name, tensors(sig.inputs), tensors(sig.outputs))
+            for name, sig in meta_graph.signature_def.items()
+            if not name.startswith("__")}
+
+
+def test_same_signatures_as_a_single_scale_export(exported, tmp_path):
+    _, path = exported
+    # The architecture does not show in the signatures; PixelCNN exports quickest.
+    single = PixelRNN("pixelcnn", image_shape=SHAPE, levels=LEVELS, num_layers=1,
+                      hidden_dim=3, output_dim=12, first_kernel=3)
+    serving.write_saved_model(single, tmp_path / "single", max_batch=MAX_BATCH)
+    want = signature_defs(tmp_path / "single")
+    assert sorted(want) == sorted(serving.SIGNATURES + (serving.EXAMPLES_SIGNATURE,))
+    assert signature_defs(path) == want
+    metadata = serving.read_metadata(path)
+    assert metadata["model"] == "MultiScalePixelRNN" and metadata["small_size"] == S
+    assert metadata["factor"] == F and metadata["levels"] == LEVELS
+    assert metadata["image_shape"] == list(SHAPE) and metadata["max_batch"] == MAX_BATCH
+    assert "model" not in serving.read_metadata(tmp_path / "single")
+
+
+def test_signatures_without_the_project_and_in_a_tf1_session(exported, tmp_path):
+    """Every signature through tf.saved_model.load, then the good and bad requests through a
+    TF1 session callable, which (like TF Serving's C++ Session::Run) does not check feeds
+    against the signature: the in-graph checks must answer InvalidArgument."""
+    model, path = exported
+    images = images_for(2)
+    examples = serialized_examples(images)
+    np.savez(tmp_path / "inputs.npz", images=images,
+             examples=np.frombuffer(b"".join(examples), np.uint8),
+             lengths=np.array([len(e) for e in examples]))
+    script = NO_PROJECT + textwrap.dedent(f"""
+        from tensorflow.core.protobuf import config_pb2
+        loaded = tf.saved_model.load({path!r})
+        inputs = np.load("inputs.npz", allow_pickle=False)
+        images = tf.constant(inputs["images"])
+        blob, ends = inputs["examples"].tobytes(), np.cumsum(inputs["lengths"])
+        examples = [blob[a:b] for a, b in zip(np.r_[0, ends[:-1]], ends)]
+        s = loaded.signatures
+        scalars = dict(seed=tf.constant(5, tf.int64), temperature=tf.constant(0.8))
+        results = {{
+            "serving_default": s["serving_default"](images=images),
+            "serve_examples": s["serve_examples"](examples=tf.constant(examples)),
+            "sample": s["sample"](num_samples=tf.constant(3), **scalars),
+            "complete": s["complete"](images=images, known_pixels=tf.constant({KNOWN}),
+                                      **scalars),
+        }}
+        np.savez("outputs.npz", **{{f"{{name}}/{{key}}": value.numpy()
+                                   for name, out in results.items()
+                                   for key, value in out.items()}})
+
+        images = inputs["images"]
+        good = dict(images=images, known_pixels=np.int32({KNOWN}), seed=np.int64(5),
+                    temperature=np.float32(0.8), num_samples=np.int32(3))
+        cases = [
+            ("serving_default", "images", images[0]),         # no batch dimension
+            ("serving_default", "images", images[:, :3]),     # wrong height
+            ("complete", "images", images[0]),
+            ("complete", "known_pixels", np.int32({N * N + 1})),
+            ("sample", "num_samples", np.array([2, 2], np.int32)),
+            ("sample", "temperature", np.float32(0)),
+        ]
+        with tf.Graph().as_default() as graph, tf.compat.v1.Session(graph=graph) as sess:
+            meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], {path!r})
+            for signature, bad_key, bad_value in cases:
+                sig = meta.signature_def[signature]
+                keys = sorted(sig.inputs)
+                options = config_pb2.CallableOptions()
+                options.feed.extend(sig.inputs[k].name for k in keys)
+                fetch = sorted(sig.outputs)
+                options.fetch.extend(sig.outputs[k].name for k in fetch)
+                run = sess._make_callable_from_options(options)
+                out = run(*(good[k] for k in keys))
+                np.save(f"tf1_{{signature}}.npy", out[fetch.index(
+                    "images" if "images" in fetch else "log_prob")])
+                try:
+                    run(*(bad_value if k == bad_key else good[k] for k in keys))
+                    print("ACCEPTED", signature, bad_key)
+                except tf.errors.InvalidArgumentError as e:
+                    print("rejected", signature, bad_key, str(e).splitlines()[0])
+        leaked = sorted(m for m in sys.modules
+                        if m.startswith(("pixelrnn_tf", "keras")) and sys.modules[m])
+        assert not leaked, leaked
+        print("done")
+    """)
+    result = run_process([sys.executable, "-c", script], tmp_path)
+    assert result.returncode == 0 and "done" in result.stdout, result.stderr[-3000:]
+    assert "ACCEPTED" not in result.stdout and result.stdout.count("rejected") == 6, \
+        result.stdout
+    outputs = np.load(tmp_path / "outputs.npz")
+    want = expected_outputs(model, images)
+    want["serve_examples"] = want["serving_default"]
+    for name, expected in want.items():
+        assert_outputs_match({key: outputs[f"{name}/{key}"] for key in expected}, expected,
+                             name)
+    for name, key in (("serving_default", "log_prob"), ("sample", "images"),
+                      ("complete", "images")):
+        assert_outputs_match({key: np.load(tmp_path / f"tf1_{name}.npy")},
+                             {key: want[name][key]}, f"TF1 session {name}")
+
+
+@pytest.mark.parametrize("signature", [
+    "complete",
+    pytest.param("serving_default", marks=pytest.mark.slow),
+    pytest.param("serve_examples", marks=pytest.mark.slow),
+    pytest.param("sample", marks=pytest.mark.slow),
+])
+def test_saved_model_cli_runs_every_signature(exported, tmp_path, signature):
+    """saved_model_cli runs the SavedModel through the TF1 loader TF Serving uses (the
+    TF1-session test above runs the same loader on the others; `make test-all` runs all four
+    here)."""
+    model, path = exported
+    images = images_for(2)
+    np.save(tmp_path / "images.npy", images)
+    np.save(tmp_path / "examples.npy", np.array(serialized_examples(images)))
+    np.save(tmp_path / "num_samples.npy", np.array(3, np.int32))
+    np.save(tmp_path / "seed.npy", np.array(5, np.int64))
+    np.save(tmp_path / "temperature.npy", np.array(0.8, np.float32))
+    np.save(tmp_path / "known_pixels.npy", np.array(KNOWN, np.int32))
+    scalars = "seed=seed.npy;temperature=temperature.npy"
+    inputs = {
+        "serving_default": "images=images.npy",
+        "serve_examples": "examples=examples.npy",
+        "sample": f"num_samples=num_samples.npy;{scalars}",
+        "complete": f"images=images.npy;known_pixels=known_pixels.npy;{scalars}",
+    }
+    want = expected_outputs(model, images)
+    want["serve_examples"] = want["serving_default"]
+    out = tmp_path / signature
+    result = run_process([SAVED_MODEL_CLI, "run", "--dir", path, "--tag_set", "serve",
+                          "--signature_def", signature, "--inputs", inputs[signature],
+                          "--outdir", str(out)], tmp_path)
+    assert result.returncode == 0, f"{signature}: {result.stderr[-3000:]}"
+    got = {key: np.load(out / f"{key}.npy") for key in want[signature]}
+    assert_outputs_match(got, want[signature], f"saved_model_cli {signature}")
+
+
+def model_order():
+    """[H, W, C] int: the position of each sub-pixel in the model's factorisation: the grid
+    sub-pixels first (small-image raster order, then channel), then the others in raster
+    order."""
+    on_grid = np.zeros(SHAPE, bool)
+    on_grid[::F, ::F] = True
+    order = np.empty(SHAPE, np.int64)
+    order[on_grid] = np.arange(on_grid.sum())
+    order[~on_grid] = on_grid.sum() + np.arange((~on_grid).sum())
+    return order
+
+
+def test_pixel_log_prob_in_the_model_s_order(exported, loaded):
+    """pixel_log_prob sums to log_prob and matches the in-memory model; changing a sub-pixel
+    changes its own term and no term before it in the model's order (grid first, then raster
+    order), while some grid-later, raster-earlier terms do change (they see the whole small
+    image); every term is a normalised distribution over the sub-pixel's values."""
+    model, _ = exported
+    score = loaded.signatures["serving_default"]
+    images = images_for(3, seed=4)
+    out = {k: v.numpy() for k, v in score(images=tf.constant(images)).items()}
+    np.testing.assert_allclose(out["log_prob"], out["pixel_log_prob"].sum(axis=(1, 2, 3)),
+                               rtol=1e-6, atol=1e-4)
+    np.testing.assert_allclose(out["log_prob"], model.log_prob(images.astype(np.int32)),
+                               rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(out["pixel_log_prob"],
+                               model.pixel_log_prob(images.astype(np.int32)), atol=1e-4)
+    terms = model.log_prob_terms(images.astype(np.int32))
+    np.testing.assert_allclose(terms["small"] + terms["conditional"], out["log_prob"],
+                               rtol=1e-5, atol=1e-4)
+
+    order = model_order().reshape(-1)
+    base = out["pixel_log_prob"][0].reshape(-1)
+    rng = np.random.default_rng(3)
+    later_on_grid_seen = False
+    for k in [0, 1, 5, 26, 47, 48, 50, 100, 191]:
+        changed = images[0].reshape(-1).copy()
+        changed[k] = (changed[k] + 1 + rng.integers(LEVELS - 1)) % LEVELS
+        got = score(images=tf.constant(changed.reshape(1, *SHAPE)))["pixel_log_prob"]
+        got = got.numpy().reshape(-1)
+        before = order < order[k]
+        np.testing.assert_array_equal(got[before], base[before], err_msg=f"sub-pixel {k}")
+        assert got[k] != base[k], f"sub-pixel {k}'s own term ignores its value"
+        raster_earlier = np.arange(order.size) < k
+        later_on_grid_seen |= np.any(got[raster_earlier & ~before] != base[raster_earlier
+                                                                            & ~before])
+    assert later_on_grid_seen, "stage 2 does not see the grid pixels after it"
+
+    for k in range(images[0].size):
+        variants = np.repeat(images[:1].reshape(1, -1), LEVELS, axis=0)
+        variants[:, k] = np.arange(LEVELS)
+        pixel = score(images=tf.constant(variants.reshape(LEVELS, *SHAPE)))["pixel_log_prob"]
+        total = np.exp(pixel.numpy().reshape(LEVELS, -1)[:, k].astype(np.float64)).sum()
+        assert abs(total - 1.0) < 1e-5, (k, total)
+
+
+def scalars(seed):
+    return dict(seed=tf.constant(seed, tf.int64), temperature=tf.constant(1.0))
+
+
+def exported_draws(signatures, images):
+    """(sample of 2 with seed 7, completion of `images` keeping KNOWN pixels, seed 7)."""
+    return (signatures["sample"](num_samples=tf.constant(2), **scalars(7))["images"].numpy(),
+            signatures["complete"](images=tf.constant(images), known_pixels=tf.constant(KNOWN),
+                                   **scalars(7))["images"].numpy())
+
+
+def test_sampling_signatures(exported, loaded):
+    model, _ = exported
+    s = loaded.signatures
+    images = images_for(2, seed=5)
+    first, part = exported_draws(s, images)
+    assert first.dtype == np.uint8 and first.shape == (2, *SHAPE) and first.max() < LEVELS
+    np.testing.assert_array_equal(s["sample"](num_samples=tf.constant(2), **scalars(7))[
+        "images"], first)
+    assert not np.array_equal(s["sample"](num_samples=tf.constant(2), **scalars(8))[
+        "images"], first)
+    np.testing.assert_array_equal(first[:, ::F, ::F],
+                                  sampling.sample(model.small, 2, seed=7).numpy())
+    # completion: the known prefix is kept, the rest of the input ignored
+    flat = images.reshape(2, N * N, CHANNELS)
+    np.testing.assert_array_equal(part.reshape(2, N * N, CHANNELS)[:, :KNOWN],
+                                  flat[:, :KNOWN])
+    changed = flat.copy()
+    changed[:, KNOWN:] = (changed[:, KNOWN:] + 3) % LEVELS
+    np.testing.assert_array_equal(
+        s["complete"](images=tf.constant(changed.reshape(images.shape)),
+                      known_pixels=tf.constant(KNOWN), **scalars(7))["images"], part)
+    np.testing.assert_array_equal(
+        s["complete"](images=tf.constant(images), known_pixels=tf.constant(N * N),
+                      **scalars(7))["images"], images)
+
+
+@pytest.mark.slow
+def test_a_naive_export_draws_the_same_images(exported, loaded, tmp_path):
+    model, _ = exported
+    naive_path = tmp_path / "naive"
+    serving.write_saved_model(model, naive_path, method="naive", max_batch=MAX_BATCH,
+                              examples=False)
+    assert serving.read_metadata(naive_path)["sampler"] == "naive"
+    images = images_for(2, seed=5)
+    for got, want in zip(exported_draws(tf.saved_model.load(str(naive_path)).signatures,
+                                        images), exported_draws(loaded.signatures, images)):
+        np.testing.assert_array_equal(got, want)
+
+
+def run_main(main, args, capsys):
+    capsys.readouterr()
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as e:  # argparse
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_export_cli_rejects_other_keras_models_and_sample_cli_reads_the_export(
+        exported, tmp_path, capsys):
+    model, path = exported
+    other = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    other.save(tmp_path / "other.keras")
+    code, _, err = run_main(export_cli.main, ["--keras-model", tmp_path / "other.keras",
+                                              "--export-base", tmp_path / "e"], capsys)
+    assert code == 1 and "not a PixelRNN or MultiScalePixelRNN" in err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "e").exists()
+
+    code, _, err = run_main(sample_cli.main, ["--saved-model", path, "--num", "3", "--seed",
+                                              "2", "--out", tmp_path / "s.png", "--npz",
+                                              tmp_path / "s.npz"], capsys)
+    assert code == 0, err
+    np.testing.assert_array_equal(np.load(tmp_path / "s.npz")["samples"],
+                                  sampling.sample(model, 3, seed=2).numpy())
+    meta = json.loads(open(os.path.join(path, serving.METADATA_PATH)).read())
+    assert meta["sampler"] == "cached" and "pixel_log_prob" in meta["pixel_order"]
