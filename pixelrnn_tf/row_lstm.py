@@ -128,7 +128,8 @@ def row_lstm_scan(gates_in, state_kernel, initial_h, initial_c):
     Returns:
       hidden states [B, H, W, u].
     """
-    forward = _row_forward_xla if run_loops_compiled() else _row_forward
+    compiled = run_loops_compiled()
+    forward = _row_forward_xla if compiled else _row_forward
     backward = _row_backward if inside_xla() else _row_backward_xla  # gradients: training only
 
     @tf.custom_gradient
@@ -137,14 +138,24 @@ def row_lstm_scan(gates_in, state_kernel, initial_h, initial_c):
         gates_in, state_kernel, initial_h, initial_c = (
             tf.stop_gradient(v) for v in (gates_in, state_kernel, initial_h, initial_c))
         kernel = tf.reshape(state_kernel, (-1, state_kernel.shape[-1]))  # [3u, 4u]
-        hidden, saved = forward(gates_in, kernel, initial_h, initial_c)
+        batch = gates_in.shape[0]
+        if compiled and batch is not None and batch >= 2:
+            # two batch halves: two compiled loops TensorFlow runs in parallel
+            parts = [gates_in[: batch // 2], gates_in[batch // 2:]]
+        else:
+            parts = [gates_in]
+        results = [forward(x, kernel, initial_h, initial_c) for x in parts]
 
         def grad(d_hidden):
-            d_gates, d_kernel, d_h0, d_c0 = backward(gates_in, kernel, initial_h, initial_c,
-                                                     saved, d_hidden)
-            return d_gates, tf.reshape(d_kernel, state_kernel.shape), d_h0, d_c0
+            d_parts = (tf.split(d_hidden, [x.shape[0] for x in parts]) if len(parts) > 1
+                       else [d_hidden])
+            outs = [backward(x, kernel, initial_h, initial_c, r[1], d)
+                    for x, r, d in zip(parts, results, d_parts)]
+            d_kernel = tf.add_n([o[1] for o in outs])
+            return (tf.concat([o[0] for o in outs], 0), tf.reshape(d_kernel, state_kernel.shape),
+                    tf.add_n([o[2] for o in outs]), tf.add_n([o[3] for o in outs]))
 
-        return hidden, grad
+        return tf.concat([r[0] for r in results], 0), grad
 
     return scan(gates_in, state_kernel, initial_h, initial_c)
 
