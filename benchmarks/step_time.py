@@ -1,8 +1,14 @@
 """Median train-step time (forward + backward + RMSProp update) per architecture.
 
-    python benchmarks/step_time.py [--steps 20] [--quick]
+    python benchmarks/step_time.py [--configs all|mnist|colour] [--steps 20] [--batch 16]
+                                   [--architectures row_lstm,diagonal_bilstm,pixelcnn]
+                                   [--jit off,on] [--threads N]
 
-Prints a markdown table: configuration, architecture, jit_compile, median ms/step, images/s.
+Prints a markdown table: configuration, architecture, jit_compile, median ms/step, images/s,
+median CPU ms/step (all threads of this process; close to ms/step when one core does the
+work, higher when both do) and the first step's time (tracing and compilation). The machine
+line above it gives the load average before and after: other processes on a shared machine
+slow every number down, so compare rows measured in the same run.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -20,11 +27,12 @@ import tensorflow as tf  # noqa: E402
 from pixelrnn_tf import ARCHITECTURES, PixelRNN  # noqa: E402
 
 CONFIGS = {
-    "mnist 28x28x1 L=2 7 layers h=16": dict(image_shape=(28, 28, 1), levels=2, num_layers=7,
-                                            hidden_dim=16),
-    "colour 32x32x3 L=256 4 layers h=32": dict(image_shape=(32, 32, 3), levels=256,
-                                               num_layers=4, hidden_dim=32),
+    "mnist": ("mnist 28x28x1 L=2 7 layers h=16",
+              dict(image_shape=(28, 28, 1), levels=2, num_layers=7, hidden_dim=16)),
+    "colour": ("colour 32x32x3 L=256 4 layers h=32",
+               dict(image_shape=(32, 32, 3), levels=256, num_layers=4, hidden_dim=32)),
 }
+JIT_MODES = {"off": False, "on": True}
 
 
 def make_train_step(model, jit_compile):
@@ -42,47 +50,90 @@ def make_train_step(model, jit_compile):
 
 
 def time_step(config, architecture, jit_compile, batch, steps):
+    """(median seconds, median CPU seconds, first-call seconds) of one train step."""
     model = PixelRNN(architecture, **config)
     rng = np.random.default_rng(0)
     images = tf.constant(rng.integers(0, config["levels"], (batch, *config["image_shape"])),
                          tf.int32)
     step = make_train_step(model, jit_compile)
-    for _ in range(3):
-        step(images).numpy()  # trace, compile, warm up
-    times = []
+    start = time.perf_counter()
+    step(images).numpy()  # trace and compile
+    first = time.perf_counter() - start
+    for _ in range(2):
+        step(images).numpy()  # warm up
+    wall, cpu = [], []
     for _ in range(steps):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         step(images).numpy()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(wall), statistics.median(cpu), first
 
 
-def main():
+def parse_list(text, allowed, what):
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    unknown = [item for item in items if item not in allowed]
+    if not items or unknown:
+        raise ValueError(f"--{what} must be a comma-separated subset of {', '.join(allowed)}, "
+                         f"got {text!r}")
+    return items
+
+
+def load_average():
+    try:
+        return "/".join(f"{v:.1f}" for v in os.getloadavg())
+    except OSError:  # pragma: no cover - not on every platform
+        return "n/a"
+
+
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per row")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--architectures", default=",".join(ARCHITECTURES))
     parser.add_argument("--configs", default="all", help="'mnist', 'colour' or 'all'")
     parser.add_argument("--jit", default="off,on", help="'off', 'on' or 'off,on'")
-    args = parser.parse_args()
-    print(f"batch {args.batch}, median of {args.steps} steps, "
-          f"{os.cpu_count()} CPU cores, TF {tf.__version__}\n")
-    print("| configuration | architecture | jit_compile | ms/step | images/s |")
-    print("| --- | --- | --- | --- | --- |")
-    for name, config in CONFIGS.items():
-        if args.configs != "all" and not name.startswith(args.configs):
-            continue
-        for architecture in args.architectures.split(","):
-            for jit in args.jit.split(","):
+    parser.add_argument("--threads", type=int, default=0,
+                        help="TensorFlow intra- and inter-op threads (0: TensorFlow's default)")
+    args = parser.parse_args(argv)
+    try:
+        if args.steps < 1 or args.batch < 1 or args.threads < 0:
+            raise ValueError(f"--steps and --batch must be >= 1 and --threads >= 0, got "
+                             f"{args.steps}, {args.batch}, {args.threads}")
+        architectures = parse_list(args.architectures, ARCHITECTURES, "architectures")
+        configs = parse_list(args.configs.replace("all", ",".join(CONFIGS)), list(CONFIGS),
+                             "configs")
+        jit_modes = parse_list(args.jit, list(JIT_MODES), "jit")
+    except ValueError as err:
+        print(f"step_time.py: error: {err}", file=sys.stderr)
+        return 2
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+
+    print(f"batch {args.batch}, median of {args.steps} steps, {os.cpu_count()} CPU cores, "
+          f"threads {args.threads or 'default'}, TensorFlow {tf.__version__}, "
+          f"load average (1/5/15 min) before: {load_average()}\n")
+    print("| configuration | architecture | jit_compile | ms/step | images/s | CPU ms/step "
+          "| first step s |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for key in configs:
+        name, config = CONFIGS[key]
+        for architecture in architectures:
+            for jit in jit_modes:
                 try:
-                    seconds = time_step(config, architecture, jit == "on", args.batch,
-                                        args.steps)
-                    print(f"| {name} | {architecture} | {jit} | {seconds * 1e3:.0f} | "
-                          f"{args.batch / seconds:.0f} |", flush=True)
-                except Exception as err:  # noqa: BLE001 - report and continue the table
+                    seconds, cpu, first = time_step(config, architecture, JIT_MODES[jit],
+                                                    args.batch, args.steps)
+                except (tf.errors.OpError, ValueError, MemoryError) as err:
                     print(f"| {name} | {architecture} | {jit} | failed: "
-                          f"{type(err).__name__} | |", flush=True)
+                          f"{type(err).__name__} | | | |", flush=True)
+                    continue
+                print(f"| {name} | {architecture} | {jit} | {seconds * 1e3:.0f} | "
+                      f"{args.batch / seconds:.0f} | {cpu * 1e3:.0f} | {first:.0f} |",
+                      flush=True)
+    print(f"\nload average after: {load_average()}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
