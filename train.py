@@ -1,6 +1,7 @@
 """Train or evaluate a PixelRNN: `python train.py --data DIR --workdir DIR [--preset NAME]`.
 
-Running the same command again resumes from the latest checkpoint in --workdir.
+Running the same command again resumes from the latest checkpoint in --workdir. A config with
+small_size > 0 (the *_multiscale presets) trains a Multi-Scale PixelRNN, both stages jointly.
 Also installed as the console script `pixelrnn-train`.
 """
 
@@ -23,6 +24,8 @@ examples:
   python train.py --data out/data/digits --workdir out/runs/demo --evaluate test
   python train.py --data out/data/mnist --workdir out/runs/mnist \\
       --preset mnist_diagonal_bilstm --set cpu_replicas=2
+  python train.py --data out/data/mnist --workdir out/runs/mnist_ms --preset mnist_multiscale
+  python train.py --workdir out/runs/mnist_ms --evaluate test    # both terms and the total
   tensorboard --logdir out/runs/demo
 
 multi-worker: set TF_CONFIG in every worker process (one per machine), e.g. worker 0 of 2:
@@ -60,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar="KEY=VALUE", help="override one config key (repeatable)")
     parser.add_argument("--evaluate", metavar="SPLIT",
                         help="evaluate a checkpoint on the whole split instead of training; "
-                        "writes WORKDIR/eval_SPLIT.json")
+                        "writes WORKDIR/eval_SPLIT.json (a Multi-Scale run: also its terms "
+                        "for the small image and for the rest given it)")
     parser.add_argument("--checkpoint", metavar="latest|best|PREFIX",
                         help="with --evaluate: the checkpoint to evaluate (default latest)")
     return parser
@@ -77,6 +81,20 @@ def resolve_config(preset, overrides, saved):
     else:
         base = config_lib.get_preset("demo")
     return config_lib.apply_overrides(base, overrides)
+
+
+def print_terms(result, config):
+    """The two terms of a Multi-Scale evaluation, one line each (nothing for single-scale)."""
+    terms = result.get("terms")
+    if not terms:
+        return
+    size = config.small_size
+    what = {"small": f"stage 1, the {size}x{size} image",
+            "conditional": "stage 2, the other pixels given it"}
+    for name, term in terms.items():
+        print(f"  {name} ({what[name]}): {term['nats']:.4f} nats per image, "
+              f"{term['bits_per_dim']:.4f} bits/dim over its {term['dims']} sub-pixels")
+    print("  total = small + conditional: the exact -log p(x)")
 
 
 def main(argv=None) -> int:
@@ -105,6 +123,7 @@ def main(argv=None) -> int:
                   f"{result['bits_per_dim']:.4f} bits/dim over {result['num_images']} images "
                   f"(step {result['step']}); wrote "
                   f"{os.path.join(args.workdir, 'eval_' + args.evaluate + '.json')}")
+            print_terms(result, config)
             return 0
         if args.data is None and saved is None:
             raise ConfigError("--data DIR is required (no WORKDIR/config.json to resume from)")

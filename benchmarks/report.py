@@ -2,20 +2,36 @@
 
     python benchmarks/report.py results/runs/* --out results
 
+    python benchmarks/report.py results/runs/* --out results --figures
+
 Every run directory is a `train.py --workdir`. Writes, into --out:
   <run>.json       config, data checksum, steps, wall time, validation/test NLL and bits/dim
   results.md       the table (paper numbers side by side)
   curves.png       validation (solid) and training (dotted) bits/dim against wall-clock hours
-and prints the table.
+and prints the table. With --figures (it samples, so it takes a while) also, for every run,
+from its best checkpoint (the latest if it has none yet):
+  <run>_samples.png      a grid of --num-samples samples (cached sampler, --seed,
+                         temperature 1)
+  <run>_completions.png  like the paper's Figure 1: one row per image of --figure-split (the
+                         first --num-completions in file order, from the run's data directory
+                         or --data): the image with its bottom half hidden (grey), then
+                         --completions-per-image completions of the hidden half, then the
+                         original
+and prints their paths.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
+import math
 import os
 import sys
+from typing import NamedTuple
+
+import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -145,13 +161,204 @@ def plot(results, path):
     os.replace(tmp, path)
 
 
+# --------------------------------------------------------------------------------------------
+# Figures: sample grids and completions (--figures)
+
+HIDDEN_GREY = 128  # the occluded half of an image, and the 1-pixel borders of every grid
+
+
+class FigureInputs(NamedTuple):
+    """What one run's figures need, gathered before anything is written."""
+
+    run: str  # the run's name, the prefix of its PNGs
+    model: object  # PixelRNN or MultiScalePixelRNN
+    checkpoint: str  # the restored checkpoint prefix
+    originals: np.ndarray  # uint8 [N, H, W, C], the first N images of the figure split
+
+
+def figure_checkpoint(run_dir):
+    """"best" when the run has a best checkpoint (written at its first validation), else
+    "latest"."""
+    import tensorflow as tf
+    from pixelrnn_tf import training
+
+    best = tf.train.latest_checkpoint(os.path.join(run_dir, training.BEST_DIR))
+    return "best" if best else "latest"
+
+
+def prepare_figures(run_dir, split, num_images, data_dir=None):
+    """Loads a run's model and the first `num_images` images of `split` -> FigureInputs.
+
+    data_dir: where to read the images (default: the data_dir in the run's config.json).
+    Raises ReportError (one line) for a run, checkpoint or data directory that is unusable.
+    """
+    import tensorflow as tf
+    from pixelrnn_tf import data, training
+    from pixelrnn_tf.config import ConfigError
+
+    run = os.path.basename(os.path.normpath(run_dir))
+    try:
+        saved = training.read_workdir_config(run_dir)
+        if saved is None:
+            raise ReportError(f"{run_dir}: no config.json (not a train.py workdir)")
+        config, spec = saved
+        which = figure_checkpoint(run_dir)
+        checkpoint = training.checkpoint_path(run_dir, which)
+        model = training.load_model(run_dir, checkpoint)
+    except (training.TrainingError, ConfigError) as err:
+        raise ReportError(f"{run_dir}: cannot load the model ({err})") from None
+    spec = dataclasses.replace(spec, data_dir=data_dir or spec.data_dir)
+    try:
+        originals = training.first_images(spec, config, split, num_images)
+    except (data.DataError, training.TrainingError) as err:
+        hint = "" if data_dir else "; pass --data DIR if the data moved"
+        raise ReportError(f"{run_dir}: cannot read the {split!r} images for the completion "
+                          f"figure ({err}){hint}") from None
+    except tf.errors.OpError as err:
+        raise ReportError(f"{run_dir}: cannot read the {split!r} images for the completion "
+                          f"figure ({err.message.strip().splitlines()[0]})") from None
+    return FigureInputs(run, model, checkpoint, originals)
+
+
+def draw_samples(model, num_samples, seed):
+    """num_samples samples at temperature 1 -> [num_samples, H, W, C] in [0, levels)."""
+    from pixelrnn_tf import sampling
+
+    return np.asarray(sampling.sample(model, num_samples, seed=seed, temperature=1.0,
+                                      method="cached"))
+
+
+def draw_completions(model, originals, per_image, seed):
+    """`per_image` completions of the bottom half of each image, its top half rows
+    [0, H // 2) known.
+
+    originals: int [N, H, W, C] in [0, levels). Returns [N, per_image, H, W, C] whose rows
+    [0, H // 2) are those of the originals.
+    """
+    from pixelrnn_tf import sampling
+
+    height, width, _ = model.image_shape
+    # Every copy of an image is its own batch element, so it draws its own noise.
+    repeated = np.repeat(np.asarray(originals, np.int32), per_image, axis=0)
+    completed = np.asarray(sampling.complete(model, repeated, (height // 2) * width,
+                                             seed=seed, temperature=1.0, method="cached"))
+    return completed.reshape((len(originals), per_image) + completed.shape[1:])
+
+
+def display_values(images, levels):
+    """int [..., H, W, C] in [0, levels) -> uint8 of the same shape, 0 black, levels - 1
+    white (so 2-level and 256-level images both span 0..255)."""
+    return (np.asarray(images).astype(np.int64) * 255 // max(levels - 1, 1)).astype(np.uint8)
+
+
+def zoomed(picture, zoom):
+    """[H, W, C] -> [zoom H, zoom W, C], every pixel a zoom x zoom block (crisp pixels)."""
+    return np.repeat(np.repeat(picture, zoom, axis=0), zoom, axis=1)
+
+
+def samples_figure(samples, levels, zoom=1):
+    """samples [N, H, W, C] in [0, levels) -> uint8 picture [zoom (rows (H + 1) + 1),
+    zoom (cols (W + 1) + 1), C'] with cols = ceil(sqrt(N)) (`training.image_grid`)."""
+    from pixelrnn_tf.training import image_grid
+
+    columns = math.ceil(math.sqrt(len(samples)))
+    return zoomed(image_grid(display_values(samples, levels), 256, columns), zoom)
+
+
+def completion_figure(originals, completions, levels, zoom=1):
+    """The paper's Figure 1 layout, one row per image: occluded, the completions, original.
+
+    originals: [N, H, W, C] in [0, levels); completions: [N, K, H, W, C].
+    Returns a uint8 picture [zoom (N (H + 1) + 1), zoom ((K + 2) (W + 1) + 1), C']; the
+    occluded image shows its rows [H // 2, H) in grey (HIDDEN_GREY).
+    """
+    from pixelrnn_tf.training import image_grid
+
+    shown = display_values(originals, levels)
+    occluded = shown.copy()
+    occluded[:, shown.shape[1] // 2:] = HIDDEN_GREY
+    rows = np.concatenate([occluded[:, None], display_values(completions, levels),
+                           shown[:, None]], axis=1)  # [N, K + 2, H, W, C]
+    return zoomed(image_grid(rows.reshape((-1,) + rows.shape[2:]), 256, rows.shape[1]), zoom)
+
+
+def write_png(picture, path):
+    """uint8 [H, W, 1 | 3 | 4] -> a PNG at `path` (written to a temporary name, then renamed)."""
+    from PIL import Image
+
+    if picture.shape[-1] == 1:
+        picture = picture[..., 0]
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        Image.fromarray(picture).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_figures(inputs, out, num_samples, per_image, seed, zoom):
+    """Samples and completes with one run's model; writes its two PNGs and returns
+    [(path, description)]."""
+    model, levels = inputs.model, inputs.model.levels
+    samples = draw_samples(model, num_samples, seed)
+    completions = draw_completions(model, inputs.originals, per_image, seed + 1)
+    source = f"checkpoint {os.path.basename(inputs.checkpoint)}"
+    written = []
+    for name, picture, what in (
+            ("samples", samples_figure(samples, levels, zoom), f"{num_samples} samples"),
+            ("completions", completion_figure(inputs.originals, completions, levels, zoom),
+             f"{len(inputs.originals)} images x {per_image} completions")):
+        path = os.path.join(out, f"{inputs.run}_{name}.png")
+        write_png(picture, path)
+        written.append((path, f"{what}, {source}"))
+    return written
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage dump
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _Parser(prog="report.py", description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="train.py workdirs")
     parser.add_argument("--out", default="results", help="where to write the report")
+    figures = parser.add_argument_group("figures")
+    figures.add_argument("--figures", action="store_true",
+                         help="also write <run>_samples.png and <run>_completions.png (samples "
+                         "from each run's model: slow for big models)")
+    figures.add_argument("--num-samples", type=_positive_int, default=16,
+                         help="samples in the sample grid (default 16)")
+    figures.add_argument("--num-completions", type=_positive_int, default=6,
+                         help="images (rows) in the completion figure (default 6)")
+    figures.add_argument("--completions-per-image", type=_positive_int, default=4,
+                         help="completions of each image (default 4)")
+    figures.add_argument("--figure-split", default="test",
+                         help="split the completed images come from (default test)")
+    figures.add_argument("--data", metavar="DIR",
+                         help="data directory for the completion figure (default: the one in "
+                         "each run's config.json)")
+    figures.add_argument("--seed", type=int, default=0,
+                         help="sampling seed: samples use it, completions seed + 1 (default 0)")
+    figures.add_argument("--zoom", type=_positive_int, default=4,
+                         help="each image pixel becomes zoom x zoom PNG pixels (default 4)")
     args = parser.parse_args(argv)
     try:
         results = [summarize(run) for run in args.runs]
+        # Models and images first: a bad run or data directory fails before any output.
+        inputs = [prepare_figures(run, args.figure_split, args.num_completions, args.data)
+                  for run in args.runs] if args.figures else []
     except ReportError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -169,6 +376,21 @@ def main(argv=None):
            for r in results):
         plot(results, os.path.join(args.out, "curves.png"))
     print(text)
+    sampling_errors = ()
+    if inputs:
+        import tensorflow as tf
+
+        sampling_errors = (tf.errors.OpError, ValueError)
+    for run_inputs in inputs:
+        try:
+            written = write_figures(run_inputs, args.out, args.num_samples,
+                                    args.completions_per_image, args.seed, args.zoom)
+        except sampling_errors as err:
+            message = getattr(err, "message", str(err)).strip().splitlines()[0]
+            print(f"error: {run_inputs.run}: sampling failed ({message})", file=sys.stderr)
+            return 1
+        for path, description in written:
+            print(f"wrote {path} ({description})", flush=True)
     return 0
 
 

@@ -4,7 +4,9 @@ One flat dataclass, `TrainConfig`: every field is a key of `train.py --set key=v
 type, default and help text taken from the dataclass itself. Presets (`PRESETS`) follow the
 paper (van den Oord et al., 2016, Table 1 and section 5): RMSProp, batch 16, the paper's depth
 and width per dataset. Image shape and levels are not configuration: they come from the data
-manifest (`binarize` turns a grey dataset into the paper's 2-level MNIST).
+manifest (`binarize` turns a grey dataset into the paper's 2-level MNIST). `small_size` > 0
+makes the model a Multi-Scale PixelRNN (`*_multiscale` presets); whether it fits the image
+side is checked once the data's image shape is known (`check_data_shape`).
 
     config = get_preset("mnist_diagonal_bilstm")
     config = apply_overrides(config, ["hidden_dim=32", "cpu_replicas=2"])
@@ -46,6 +48,14 @@ class TrainConfig:
     binarize: bool = _field(False, "dynamic binarization: pixel ~ Bernoulli(x / top level), "
                                    "so the model has 2 levels (a no-op on binary data)")
     optimizer: str = _field("rmsprop", "optimizer (the paper uses RMSProp)", ("rmsprop", "adam"))
+    small_size: int = _field(0, "Multi-Scale PixelRNN: side s of the subsampled image (a "
+                                "strided pick, x[::n/s, ::n/s]; s must divide the image side n "
+                                "and be smaller); 0: single-scale. Both stages train jointly "
+                                "on the exact -log p(x) = -log p(x_small) - log p(rest | "
+                                "x_small) (no bound: stage 2 does not score the small image's "
+                                "pixels)")
+    conditioning_dim: int = _field(0, "Multi-Scale: feature maps c of the upsampled small "
+                                      "image (0: hidden_dim)")
 
     # Optimisation.
     batch_size: int = _field(16, "global batch, split evenly across all replicas")
@@ -81,7 +91,7 @@ class TrainConfig:
     cpu_replicas: int = _field(0, "split the CPU into N logical devices and train N replicas "
                                   "(0: one replica per GPU, or the CPU)")
     jit_compile: str = _field("auto", "XLA-compile the forward and backward pass (auto: on "
-                                      "for row_lstm / diagonal_bilstm on a single replica)",
+                                      "for row_lstm / diagonal_bilstm with cpu_replicas >= 2)",
                               ("auto", "on", "off"))
 
     def __post_init__(self):
@@ -90,13 +100,15 @@ class TrainConfig:
 
 # Keys that define the model or the checkpoint layout: a resumed run must keep them.
 MODEL_KEYS = ("architecture", "num_layers", "hidden_dim", "output_dim", "residual", "skip",
-              "first_kernel", "row_kernel", "binarize", "optimizer")
+              "first_kernel", "row_kernel", "binarize", "optimizer", "small_size",
+              "conditioning_dim")
 
 _POSITIVE = ("num_layers", "hidden_dim", "first_kernel", "row_kernel", "batch_size",
              "train_steps", "eval_every_epochs", "checkpoint_every_steps", "keep_checkpoints",
              "log_every_steps", "num_image_samples", "shuffle_buffer")
-_NON_NEGATIVE = ("output_dim", "steps_per_epoch", "warmup_steps", "eval_batches",
-                 "eval_batch_size", "image_every_epochs", "cpu_replicas")
+_NON_NEGATIVE = ("output_dim", "small_size", "conditioning_dim", "steps_per_epoch",
+                 "warmup_steps", "eval_batches", "eval_batch_size", "image_every_epochs",
+                 "cpu_replicas")
 
 
 def validate(config: TrainConfig) -> None:
@@ -128,6 +140,25 @@ def validate(config: TrainConfig) -> None:
     if config.warmup_steps >= config.train_steps:
         raise ConfigError(f"warmup_steps ({config.warmup_steps}) must be < train_steps "
                           f"({config.train_steps})")
+    if config.conditioning_dim and not config.small_size:
+        raise ConfigError("conditioning_dim needs small_size > 0 (a Multi-Scale PixelRNN)")
+
+
+def check_data_shape(config: TrainConfig, image_shape) -> None:
+    """Raises ConfigError unless the config fits images of `image_shape` (H, W, C): a
+    Multi-Scale `small_size` must divide the side of a square image and be smaller."""
+    if not config.small_size:
+        return
+    height, width = image_shape[0], image_shape[1]
+    shape = "x".join(str(d) for d in image_shape)
+    if height != width:
+        raise ConfigError(f"small_size={config.small_size}: Multi-Scale PixelRNN needs square "
+                          f"images, the data has {shape}")
+    if height % config.small_size or config.small_size >= height:
+        divisors = [d for d in range(1, height) if height % d == 0]
+        raise ConfigError(f"small_size={config.small_size} must divide the image side "
+                          f"{height} and be smaller ({shape} images: one of "
+                          f"{', '.join(map(str, divisors))}; 0 for single-scale)")
 
 
 def field_types() -> dict[str, type]:
@@ -248,6 +279,21 @@ PRESETS: dict[str, dict] = {
     "imagenet64_row_lstm": dict(_PAPER, architecture="row_lstm", num_layers=4, hidden_dim=512,
                                 output_dim=1024, residual=False, train_steps=1_000_000,
                                 eval_batches=100),
+    # Multi-Scale PixelRNN (section 3.6): both stages have the depth and width of the
+    # single-scale model they stand beside; the small image is a strided pick of every
+    # second pixel. MNIST: the Diagonal BiLSTM of mnist_diagonal_bilstm, 14 -> 28.
+    "mnist_multiscale": dict(_PAPER, architecture="diagonal_bilstm", num_layers=7,
+                             hidden_dim=16, output_dim=32, binarize=True, train_steps=200_000,
+                             small_size=14),
+    # CIFAR-10: the Row LSTM of cifar10_row_lstm, 16 -> 32 (the paper's multi-scale models
+    # are Row LSTMs).
+    "cifar10_multiscale": dict(_PAPER, architecture="row_lstm", num_layers=12, hidden_dim=128,
+                               output_dim=1024, train_steps=500_000, small_size=16),
+    # ImageNet 64x64: the Row LSTM of imagenet64_row_lstm (4 layers h=512, no residual),
+    # 32 -> 64.
+    "imagenet64_multiscale": dict(_PAPER, architecture="row_lstm", num_layers=4,
+                                  hidden_dim=512, output_dim=1024, residual=False,
+                                  train_steps=1_000_000, eval_batches=100, small_size=32),
     # The built-in digits (8x8, 17 levels): a couple of minutes on 2 CPU cores.
     "demo": dict(architecture="diagonal_bilstm", num_layers=2, hidden_dim=16, output_dim=32,
                  first_kernel=5, batch_size=16, train_steps=2000, learning_rate=3e-3,
@@ -278,6 +324,8 @@ def describe_presets() -> str:
         c = get_preset(name)
         extra = "" if c.residual else ", no residual"
         extra += ", binarized" if c.binarize else ""
+        extra += f", multi-scale with a {c.small_size}x{c.small_size} stage 1" \
+            if c.small_size else ""
         layers = f"{c.num_layers} layer{'s' if c.num_layers > 1 else ''}"
         lines.append(f"  {name}: {c.architecture}, {layers}, h={c.hidden_dim}"
                      f"{extra}, batch {c.batch_size}, {c.train_steps} steps")

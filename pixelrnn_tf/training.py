@@ -1,10 +1,16 @@
-"""Training, evaluation and checkpoints of a `PixelRNN` under `tf.distribute`.
+"""Training, evaluation and checkpoints of a `PixelRNN` or `MultiScalePixelRNN` under
+`tf.distribute`.
 
 One custom loop serves every strategy: `MirroredStrategy` over the GPUs, the CPU, or
 `cpu_replicas` logical CPU devices, and `MultiWorkerMirroredStrategy` when `TF_CONFIG` is set
 (Keras 3 `model.fit` fails under the latter, keras-team/keras#20585). Each replica computes
 the summed NLL of its share of the global batch divided by the global batch, so the gradients
 summed over replicas are those of the mean over the global batch.
+
+A Multi-Scale PixelRNN (config `small_size` > 0) trains both stages jointly on the one loss
+-log p(x) = -log p1(x_small) - log p2(rest | x_small), which is exact (stage 2 does not score
+the pixels of the strided-picked small image). Its two terms are logged beside the total,
+as `small_*` and `conditional_*` scalars, and reported by `evaluate`.
 
 Work directory (only the chief worker writes it; the others save their checkpoints to a
 local temporary directory that they delete right away):
@@ -20,7 +26,8 @@ local temporary directory that they delete right away):
     WORKDIR/model.keras          the final model (keras.saving.load_model, safe_mode on)
     WORKDIR/train/, validation/  TensorBoard event files (`tensorboard --logdir WORKDIR`)
     WORKDIR/eval_<split>.json    {"split", "num_images", "nats", "bits_per_dim",
-                                  "checkpoint", "step"}
+                                  "checkpoint", "step"}; Multi-Scale adds "terms":
+                                  {"small"|"conditional": {"nats", "bits_per_dim", "dims"}}
 
 Resuming is exact: the data order of epoch e depends only on (seed, e), a resumed run skips
 the batches of the interrupted epoch it already trained on, and the optimizer state is in the
@@ -46,9 +53,11 @@ import numpy as np
 import tensorflow as tf
 
 from pixelrnn_tf import data
-from pixelrnn_tf.config import ConfigError, TrainConfig, from_dict, incompatible_keys, to_dict
+from pixelrnn_tf.config import (ConfigError, TrainConfig, check_data_shape, from_dict,
+                                incompatible_keys, to_dict)
 from pixelrnn_tf.losses import nats_to_bits_per_dim
 from pixelrnn_tf.model import PixelRNN
+from pixelrnn_tf.multiscale import MultiScalePixelRNN
 
 CONFIG_NAME = "config.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -174,14 +183,21 @@ def checkpoint_path(workdir: str, checkpoint: str = "latest") -> str:
 # Model, optimizer, strategy
 
 
-def build_model(config: TrainConfig, spec: DataSpec) -> PixelRNN:
-    """The (built) PixelRNN of a config for data of `spec`; ConfigError if they do not fit."""
+def build_model(config: TrainConfig, spec: DataSpec) -> PixelRNN | MultiScalePixelRNN:
+    """The (built) model of a config for data of `spec`: a MultiScalePixelRNN when
+    `small_size` > 0, else a PixelRNN; ConfigError if config and data do not fit."""
+    check_data_shape(config, spec.image_shape)
+    args = dict(architecture=config.architecture, image_shape=spec.image_shape,
+                levels=spec.levels, num_layers=config.num_layers, hidden_dim=config.hidden_dim,
+                output_dim=config.output_dim or None, residual=config.residual,
+                skip=config.skip, first_kernel=config.first_kernel,
+                row_kernel=config.row_kernel)
     try:
-        model = PixelRNN(architecture=config.architecture, image_shape=spec.image_shape,
-                         levels=spec.levels, num_layers=config.num_layers,
-                         hidden_dim=config.hidden_dim, output_dim=config.output_dim or None,
-                         residual=config.residual, skip=config.skip,
-                         first_kernel=config.first_kernel, row_kernel=config.row_kernel)
+        if config.small_size:
+            model = MultiScalePixelRNN(small_size=config.small_size,
+                                       conditioning_dim=config.conditioning_dim or None, **args)
+        else:
+            model = PixelRNN(**args)
     except ValueError as e:  # e.g. hidden_dim smaller than the channel count
         raise ConfigError(f"{e} (data: {spec.describe()})") from None
     model.build()
@@ -194,8 +210,13 @@ def model_variables(model) -> dict:
     PixelRNN keeps its blocks in Python lists: Keras 3 tracks them for `model.variables`, but
     tf.train.Checkpoint's object graph does not reach them, so `Checkpoint(model=model)` alone
     silently leaves out every block's weights. Checkpoints therefore name each variable.
+    The model's own (auto-numbered) name is dropped from the path. A MultiScalePixelRNN's
+    stages are models named "small" and "full" whose variable paths start with that name
+    (e.g. "small/block_0/rnn/state_kernel"); its encoder, upsampling and per-layer
+    conditioning convolutions keep the model's prefix ("encoder_0/kernel", ...).
     """
-    named = {v.path.split("/", 1)[1]: v for v in model.variables}
+    prefix = f"{model.name}/"
+    named = {v.path.removeprefix(prefix): v for v in model.variables}
     if len(named) != len(model.variables):
         raise TrainingError("model variables have duplicate paths; cannot checkpoint them")
     return named
@@ -297,11 +318,17 @@ def make_distribution(cpu_replicas: int = 0) -> Distribution:
 
 
 def use_jit(config: TrainConfig, distribution: Distribution) -> bool:
-    """XLA for the forward and backward pass. "auto": on for the recurrent architectures on a
-    single replica (about 2x on CPU); measured on CPU, XLA makes PixelCNN's convolutions
-    about 5x slower than oneDNN's (benchmarks/train_throughput.py)."""
+    """XLA for the whole forward and backward pass of each replica.
+
+    "auto": on for the recurrent architectures when one worker runs several replicas, off
+    otherwise. The recurrent layers compile their own loops while training and run one loop
+    per direction, so a single replica keeps both CPU cores busy without XLA (XLA over the
+    whole step runs the directions in one loop: 1.4x slower); with one replica per core, XLA
+    over each replica's step is 1.35x faster (benchmarks/train_throughput.py, README).
+    XLA makes PixelCNN's convolutions about 5x slower than oneDNN's on CPU.
+    """
     if config.jit_compile == "auto":
-        return (config.architecture != "pixelcnn" and distribution.num_replicas == 1
+        return (config.architecture != "pixelcnn" and distribution.num_replicas > 1
                 and distribution.num_workers == 1)
     return config.jit_compile == "on"
 
@@ -310,19 +337,74 @@ def use_jit(config: TrainConfig, distribution: Distribution) -> bool:
 # Steps
 
 
+MULTISCALE_TERMS = ("small", "conditional")
+
+
+def nll_sums(model, images) -> dict:
+    """Summed NLL (nats) of a batch of images [B, H, W, C]: {"total": float32 []}, plus for a
+    MultiScalePixelRNN its terms {"small": -sum log p1(x_small), "conditional": -sum
+    log p2(rest | x_small)}, whose sum is the total (the exact -log p(x))."""
+    if isinstance(model, MultiScalePixelRNN):
+        terms = model.log_prob_terms(images)
+        sums = {name: -tf.reduce_sum(terms[name]) for name in MULTISCALE_TERMS}
+        return {"total": sums["small"] + sums["conditional"], **sums}
+    return {"total": -tf.reduce_sum(model.log_prob(images))}
+
+
+def nll_dims(model) -> dict:
+    """Sub-pixels each key of `nll_sums` scores: {"total": H*W*C}, plus for a
+    MultiScalePixelRNN {"small": s*s*C, "conditional": (H*W - s*s)*C}."""
+    height, width, channels = model.image_shape
+    dims = {"total": height * width * channels}
+    if isinstance(model, MultiScalePixelRNN):
+        dims["small"] = model.small_size ** 2 * channels
+        dims["conditional"] = dims["total"] - dims["small"]
+    return dims
+
+
+def describe_nll(means: dict, dims: dict) -> dict:
+    """Mean NLL per image {"total", ["small", "conditional"]} (nats) -> {"nats",
+    "bits_per_dim"} of the total, plus for a Multi-Scale model "terms": {term: {"nats",
+    "bits_per_dim", "dims"}}. A term's bits/dim is per the sub-pixels it scores (`nll_dims`);
+    the nats of the terms add up to the total."""
+    terms = {name: {"nats": means[name],
+                    "bits_per_dim": nats_to_bits_per_dim(means[name], dims[name]),
+                    "dims": dims[name]}
+             for name in MULTISCALE_TERMS if name in means}
+    # The total of the terms' (float64) means, so that the report adds up exactly.
+    total = sum(term["nats"] for term in terms.values()) if terms else means["total"]
+    result = {"nats": total, "bits_per_dim": nats_to_bits_per_dim(total, dims["total"])}
+    if terms:
+        result["terms"] = terms
+    return result
+
+
+def nll_scalars(means: dict, dims: dict) -> dict:
+    """TensorBoard scalars of mean NLLs: "nll_nats", "bits_per_dim" and, for a Multi-Scale
+    model, "small_nll_nats", "small_bits_per_dim", "conditional_nll_nats", ..."""
+    described = describe_nll(means, dims)
+    scalars = {"nll_nats": described["nats"], "bits_per_dim": described["bits_per_dim"]}
+    for name, term in described.get("terms", {}).items():
+        scalars[f"{name}_nll_nats"] = term["nats"]
+        scalars[f"{name}_bits_per_dim"] = term["bits_per_dim"]
+    return scalars
+
+
 def make_train_step(model, optimizer, strategy, global_batch, clip_norm, jit_compile):
     """A tf.function (batch, stop) -> (mean NLL nats, global gradient norm, stop).
 
     batch: per-replica int32 images [global_batch / replicas, H, W, C]; stop: float32 scalar,
     > 0 on a worker that wants to stop (summed over all replicas so every worker agrees).
+    The mean NLL is a dict of scalars like `nll_sums` (the total, and a Multi-Scale model's
+    terms), per image of the global batch; the loss is the total.
     """
     variables = model.trainable_variables
 
     def nll_and_gradients(images):
         with tf.GradientTape() as tape:
-            nll_sum = -tf.reduce_sum(model.log_prob(images))
-            loss = nll_sum / global_batch
-        return nll_sum, tape.gradient(loss, variables)
+            sums = nll_sums(model, images)
+            loss = sums["total"] / global_batch
+        return sums, tape.gradient(loss, variables)
 
     if jit_compile:
         nll_and_gradients = tf.function(nll_and_gradients, jit_compile=True)
@@ -330,7 +412,7 @@ def make_train_step(model, optimizer, strategy, global_batch, clip_norm, jit_com
     def replica_step(images, stop):
         context = tf.distribute.get_replica_context()
         sum_ = tf.distribute.ReduceOp.SUM
-        nll_sum, gradients = nll_and_gradients(images)
+        sums, gradients = nll_and_gradients(images)
         gradients = context.all_reduce(sum_, gradients)
         norm = tf.linalg.global_norm(gradients)
         if clip_norm:
@@ -340,34 +422,40 @@ def make_train_step(model, optimizer, strategy, global_batch, clip_norm, jit_com
         replicas = context.num_replicas_in_sync
         optimizer.apply([g / replicas for g in gradients], variables)
         # tf.identity places the host-side flag on this replica's device for the all-reduce.
-        nll_sum, stop = context.all_reduce(sum_, [nll_sum, tf.identity(stop)])
-        return nll_sum / global_batch, norm, stop
+        names = sorted(sums)
+        *reduced, stop = context.all_reduce(sum_, [sums[k] for k in names] + [tf.identity(stop)])
+        return {k: v / global_batch for k, v in zip(names, reduced)}, norm, stop
 
     @tf.function
     def train_step(batch, stop):
         results = strategy.run(replica_step, args=(batch, stop))
-        return [strategy.experimental_local_results(r)[0] for r in results]
+        return tf.nest.map_structure(lambda r: strategy.experimental_local_results(r)[0],
+                                     results)
 
     return train_step
 
 
 def make_eval_step(model, strategy, jit_compile):
-    """A tf.function batch -> (summed NLL nats, number of images) over all replicas."""
+    """A tf.function batch -> (summed NLL nats as a dict like `nll_sums`, number of images)
+    over all replicas."""
 
-    def nll_sum(images):
-        return -tf.reduce_sum(model.log_prob(images))
+    def batch_sums(images):
+        return nll_sums(model, images)
 
     if jit_compile:
-        nll_sum = tf.function(nll_sum, jit_compile=True)
+        batch_sums = tf.function(batch_sums, jit_compile=True)
 
     def replica_step(images):
-        return nll_sum(images), tf.cast(tf.shape(images)[0], tf.float32)
+        return batch_sums(images), tf.cast(tf.shape(images)[0], tf.float32)
 
     @tf.function(reduce_retracing=True)
     def eval_step(batch):
-        total, count = strategy.run(replica_step, args=(batch,))
-        sum_ = tf.distribute.ReduceOp.SUM
-        return strategy.reduce(sum_, total, axis=None), strategy.reduce(sum_, count, axis=None)
+        sums, count = strategy.run(replica_step, args=(batch,))
+
+        def total(value):
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
+
+        return tf.nest.map_structure(total, sums), total(count)
 
     return eval_step
 
@@ -401,17 +489,19 @@ def distributed_dataset(distribution, spec, config, split, training, global_batc
 def evaluate_nll(eval_step, distribution, spec, config, split, global_batch, max_batches=0):
     """Mean NLL (nats per image) over the split (or its first `max_batches` global batches).
 
-    Returns (mean nats, number of images)."""
+    Returns ({"total": mean nats, and a Multi-Scale model's "small", "conditional"},
+    number of images)."""
     dataset = distributed_dataset(distribution, spec, config, split, False, global_batch,
                                   seed=config.seed, max_steps=max_batches)
-    total, count = 0.0, 0.0
+    totals, count = {}, 0.0
     for batch in dataset:
-        batch_total, batch_count = eval_step(batch)
-        total += float(batch_total)
+        batch_sums, batch_count = eval_step(batch)
+        for name, value in batch_sums.items():
+            totals[name] = totals.get(name, 0.0) + float(value)
         count += float(batch_count)
     if count == 0:
         raise TrainingError(f"{spec.data_dir}: split {split!r} gave no images")
-    return total / count, int(count)
+    return {name: value / count for name, value in totals.items()}, int(count)
 
 
 # --------------------------------------------------------------------------------------------
@@ -586,12 +676,14 @@ class _Interval:
     """Running sums of the training scalars between two summary writes."""
 
     def __init__(self):
-        self.nats = self.norm = 0.0
+        self.nats = {}  # running sums of the mean NLLs of each step, like `nll_sums`
+        self.norm = 0.0
         self.steps = 0
         self.start = time.perf_counter()
 
-    def add(self, nats, norm):
-        self.nats += nats
+    def add(self, nats: dict, norm: float):
+        for name, value in nats.items():
+            self.nats[name] = self.nats.get(name, 0.0) + value
         self.norm += norm
         self.steps += 1
 
@@ -625,12 +717,12 @@ class Trainer:
         num_train = data.read_manifest(data_dir).num_examples("train")
         self.steps_per_epoch = config.steps_per_epoch or max(1, num_train // config.batch_size)
         self.num_epochs = -(-config.train_steps // self.steps_per_epoch)
-        self.num_dims = int(np.prod(spec.image_shape))
         jit = use_jit(config, distribution)
 
         keras.utils.set_random_seed(config.seed)
         with distribution.strategy.scope():
             self.model = build_model(config, spec)
+            self.dims = nll_dims(self.model)
             self.optimizer = make_optimizer(config)
             self.optimizer.build(self.model.trainable_variables)
             self.step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
@@ -651,7 +743,9 @@ class Trainer:
         self.best_nats = self.checkpoints.best_nats()
         start = f"resuming from {restored} (step {self.step})" if restored else \
             "training from scratch"
-        self.log(f"{start}: {config.architecture}, {config.num_layers} layers, "
+        scales = (f"multi-scale {config.small_size}x{config.small_size} -> "
+                  f"{spec.image_shape[0]}x{spec.image_shape[1]}, " if config.small_size else "")
+        self.log(f"{start}: {scales}{config.architecture}, {config.num_layers} layers, "
                  f"h={config.hidden_dim}, {self.model.count_params()} parameters on "
                  f"{spec.describe()}; {replicas} replica(s) x {config.batch_size // replicas} "
                  f"images, jit_compile={'on' if jit else 'off'}")
@@ -664,8 +758,8 @@ class Trainer:
             self.summaries.hparams(config, spec)
         self.originals = None  # images for the completion grid, read once
         self.results = {"step": self.step, "validation": None, "validation_bits_per_dim": None,
-                        "validation_images": None, "train_images_per_second": None,
-                        "checkpoint": restored}
+                        "validation_terms": None, "validation_images": None,
+                        "train_images_per_second": None, "checkpoint": restored}
         self.last_saved = self.step if restored else -1
         self.last_validated = self.last_images = -1
         self.throughput = []
@@ -702,11 +796,13 @@ class Trainer:
             if self.step > start_step or not os.path.exists(final_model):
                 save_keras_model(self.model, final_model)
             if self.results["validation"] is not None:
+                terms = self.results["validation_terms"]
                 write_eval_json(self.workdir, config.validation_split, {
                     "split": config.validation_split,
                     "num_images": self.results["validation_images"],
                     "nats": self.results["validation"],
                     "bits_per_dim": self.results["validation_bits_per_dim"],
+                    **({"terms": terms} if terms else {}),
                     "checkpoint": self.results["checkpoint"], "step": self.step,
                     "max_batches": config.eval_batches or None})
         self.log(f"done at step {self.step}: checkpoints in {self.checkpoints.directory}, "
@@ -732,8 +828,9 @@ class Trainer:
         interval = _Interval()
         for _ in range(count):
             stop = tf.constant(1.0 if flag["stop"] else 0.0)
-            nats, norm, stopping = self.train_step(next(iterator), stop)
-            nats, norm, stopping = float(nats), float(norm), float(stopping) > 0
+            step_nats, norm, stopping = self.train_step(next(iterator), stop)
+            step_nats = {name: float(value) for name, value in step_nats.items()}
+            nats, norm, stopping = step_nats["total"], float(norm), float(stopping) > 0
             if not (math.isfinite(nats) and math.isfinite(norm)):
                 raise TrainingError(
                     f"non-finite loss ({nats}) or gradient norm ({norm}) at step "
@@ -741,10 +838,11 @@ class Trainer:
                     f"{self.checkpoints.latest_path() or 'none'} (lower learning_rate or "
                     "clip_norm, then rerun to resume from it)")
             self.step += 1
-            progress.update(self.step - epoch * self.steps_per_epoch,
-                            [("nll", nats), ("bits/dim", nats_to_bits_per_dim(nats,
-                                                                               self.num_dims))])
-            interval.add(nats, norm)
+            progress.update(self.step - epoch * self.steps_per_epoch, [
+                ("nll", nats), ("bits/dim", nats_to_bits_per_dim(nats, self.dims["total"])),
+                *((f"{name}_nll", step_nats[name]) for name in MULTISCALE_TERMS
+                  if name in step_nats)])
+            interval.add(step_nats, norm)
             if self.step % config.log_every_steps == 0:
                 self.write_train_scalars(interval)
                 interval = _Interval()
@@ -768,10 +866,9 @@ class Trainer:
     def write_train_scalars(self, interval):
         seconds = time.perf_counter() - interval.start
         images_per_second = interval.steps * self.config.batch_size / seconds
-        mean = interval.nats / interval.steps
+        means = {name: value / interval.steps for name, value in interval.nats.items()}
         self.summaries.scalars(self.summaries.train, self.step, {
-            "nll_nats": mean,
-            "bits_per_dim": nats_to_bits_per_dim(mean, self.num_dims),
+            **nll_scalars(means, self.dims),
             "learning_rate": float(tf.convert_to_tensor(self.optimizer.learning_rate)),
             "gradient_norm": interval.norm / interval.steps,
             "images_per_second": images_per_second})
@@ -779,13 +876,15 @@ class Trainer:
 
     def validate(self):
         config = self.config
-        nats, count = evaluate_nll(self.eval_step, self.distribution, self.spec, config,
-                                   config.validation_split, self.eval_batch, config.eval_batches)
-        bits = nats_to_bits_per_dim(nats, self.num_dims)
+        means, count = evaluate_nll(self.eval_step, self.distribution, self.spec, config,
+                                    config.validation_split, self.eval_batch,
+                                    config.eval_batches)
+        described = describe_nll(means, self.dims)
+        nats, bits = described["nats"], described["bits_per_dim"]
         self.summaries.scalars(self.summaries.validation, self.step,
-                               {"nll_nats": nats, "bits_per_dim": bits})
+                               nll_scalars(means, self.dims))
         self.results.update(validation=nats, validation_bits_per_dim=bits,
-                            validation_images=count)
+                            validation_terms=described.get("terms"), validation_images=count)
         self.last_validated = self.step
         improved = nats < self.best_nats
         if improved:  # every worker sees the same all-reduced value: the save stays collective
@@ -793,8 +892,10 @@ class Trainer:
             self.best_var.assign(nats)
             self.step_var.assign(self.step)
             self.checkpoints.save_best(self.step)
-        self.log(f"step {self.step}: validation {nats:.3f} nats ({bits:.4f} bits/dim) on "
-                 f"{count} images{', new best' if improved else ''}")
+        terms = "".join(f", {name} {term['nats']:.3f}"
+                        for name, term in described.get("terms", {}).items())
+        self.log(f"step {self.step}: validation {nats:.3f} nats ({bits:.4f} bits/dim{terms}) "
+                 f"on {count} images{', new best' if improved else ''}")
 
     def write_images(self):
         self.last_images = self.step
@@ -824,6 +925,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str, data_dir: str | None =
     WORKDIR/config.json.
 
     Returns {"step", "validation" (mean nats, or None), "validation_bits_per_dim",
+    "validation_terms" (a Multi-Scale model's terms as in `describe_nll`, else None),
     "validation_images", "train_images_per_second" (median over log intervals after the
     first), "checkpoint" (latest path)}.
 
@@ -849,8 +951,9 @@ def write_eval_json(workdir, split, result):
 # Evaluation and loading
 
 
-def load_model(workdir: str, checkpoint: str = "latest") -> PixelRNN:
-    """Rebuilds the model from WORKDIR/config.json and restores the weights of a checkpoint.
+def load_model(workdir: str, checkpoint: str = "latest") -> PixelRNN | MultiScalePixelRNN:
+    """Rebuilds the model from WORKDIR/config.json and restores the weights of a checkpoint
+    (a MultiScalePixelRNN for a run with `small_size` > 0).
 
     checkpoint: "latest", "best" (lowest validation NLL) or a checkpoint prefix.
     """
@@ -870,7 +973,9 @@ def evaluate(workdir: str, data_dir: str | None, split: str, checkpoint: str = "
 
     config: runtime settings (cpu_replicas, eval_batch_size, jit_compile); defaults to the
     config saved in the workdir, whose model keys it must match.
-    Returns {"split", "num_images", "nats", "bits_per_dim", "checkpoint", "step"}.
+    Returns {"split", "num_images", "nats", "bits_per_dim", "checkpoint", "step"}, and for
+    a Multi-Scale model "terms": {"small", "conditional"} each {"nats", "bits_per_dim",
+    "dims"} (see `describe_nll`; total nats = small + conditional).
     """
     saved = read_workdir_config(workdir)
     if saved is None:
@@ -890,9 +995,8 @@ def evaluate(workdir: str, data_dir: str | None, split: str, checkpoint: str = "
         step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     restore_checkpoint(make_checkpoint(model, step=step_var), path, partial=True)
     eval_step = make_eval_step(model, distribution.strategy, use_jit(config, distribution))
-    nats, count = evaluate_nll(eval_step, distribution, spec, config, split, eval_batch)
-    result = {"split": split, "num_images": count, "nats": nats,
-              "bits_per_dim": nats_to_bits_per_dim(nats, int(np.prod(spec.image_shape))),
+    means, count = evaluate_nll(eval_step, distribution, spec, config, split, eval_batch)
+    result = {"split": split, "num_images": count, **describe_nll(means, nll_dims(model)),
               "checkpoint": path, "step": int(step_var.numpy())}
     if distribution.is_chief:
         write_eval_json(workdir, split, result)

@@ -236,7 +236,7 @@ def test_image_grid():
     assert (grid[0] == 128).all() and (grid[:, 4] == 128).all()
 
 
-def test_jit_auto_is_on_for_recurrent_layers_on_one_replica():
+def test_jit_auto_is_on_for_recurrent_layers_with_several_local_replicas():
     class Strategy:
         def __init__(self, replicas):
             self.num_replicas_in_sync = replicas
@@ -244,8 +244,8 @@ def test_jit_auto_is_on_for_recurrent_layers_on_one_replica():
     one, two = (training.Distribution(Strategy(n), True, 0, 1) for n in (1, 2))
     workers = training.Distribution(Strategy(2), True, 0, 2)
     test = config_lib.get_preset("test")
-    assert training.use_jit(test, one)
-    assert not training.use_jit(test, two) and not training.use_jit(test, workers)
-    assert not training.use_jit(dataclasses.replace(test, architecture="pixelcnn"), one)
-    assert training.use_jit(dataclasses.replace(test, jit_compile="on"), two)
-    assert not training.use_jit(dataclasses.replace(test, jit_compile="off"), one)
+    assert training.use_jit(test, two)
+    assert not training.use_jit(test, one) and not training.use_jit(test, workers)
+    assert not training.use_jit(dataclasses.replace(test, architecture="pixelcnn"), two)
+    assert training.use_jit(dataclasses.replace(test, jit_compile="on"), one)
+    assert not training.use_jit(dataclasses.replace(test, jit_compile="off"), two)
