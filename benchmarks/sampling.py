@@ -11,9 +11,11 @@ with the whole small image known) and extrapolated to the pixels it samples (s *
 n * n - s * s). The cached sampler is timed on whole images (median of --repeats calls after
 a warm-up). Prints a markdown table.
 
-    python benchmarks/sampling.py --compare-scales [--batches 1,16] [--repeats 5]
+    python benchmarks/sampling.py --compare-scales [--scale-pair mnist|colour] [--batches 1,16]
+        [--repeats 5]
 
-Single-scale vs Multi-Scale (mnist vs mnist_multiscale), cached sampler in a tf.function:
+Single-scale vs Multi-Scale (mnist vs mnist_multiscale, or colour vs colour_multiscale),
+cached sampler in a tf.function:
 the single-scale model, the multi-scale model's stage 1 alone and the whole multi-scale model
 are timed in turn within each repeat, so that a shared machine's changing load hits them
 alike. Prints a markdown table.
@@ -42,7 +44,11 @@ CONFIGS = {
                               hidden_dim=16)),
     "colour": ("32x32x3, 256 levels, 4 layers h=32, output 1024",
                dict(image_shape=(32, 32, 3), levels=256, num_layers=4, hidden_dim=32)),
+    "colour_multiscale": ("32x32x3 multi-scale 16->32, 256 levels, 4 layers h=32 per stage",
+                          dict(image_shape=(32, 32, 3), small_size=16, levels=256,
+                               num_layers=4, hidden_dim=32)),
 }
+SCALE_PAIRS = {"mnist": ("mnist", "mnist_multiscale"), "colour": ("colour", "colour_multiscale")}
 
 
 def median_seconds(fn, repeats):
@@ -121,14 +127,16 @@ def naive_seconds(runtime, small_runtime, model, batch, tail):
                                    min(tail, model.small_size ** 2))
 
 
-def compare_scales(architecture, batches, repeats):
+def compare_scales(architecture, batches, repeats, pair="mnist"):
     """Cached sampling time of single- vs multi-scale, interleaved; prints a table."""
-    single = make_model(architecture, CONFIGS["mnist"][1])
-    multi = make_model(architecture, CONFIGS["mnist_multiscale"][1])
+    single_name, multi_name = SCALE_PAIRS[pair]
+    single = make_model(architecture, CONFIGS[single_name][1])
+    multi = make_model(architecture, CONFIGS[multi_name][1])
+    small, full = multi.small_size, multi.image_shape[0]
     contenders = {
-        f"single-scale: {CONFIGS['mnist'][0]}": single,
-        "multi-scale 14->28: stage 1 alone (14x14)": multi.small,
-        "multi-scale 14->28: both stages (7 layers h=16 each)": multi,
+        f"single-scale: {CONFIGS[single_name][0]}": single,
+        f"multi-scale {small}->{full}: stage 1 alone ({small}x{small})": multi.small,
+        f"multi-scale {small}->{full}: both stages": multi,
     }
     print(f"{architecture}, cached sampler in a tf.function; {os.cpu_count()} CPU cores (load "
           f"average {os.getloadavg()[0]:.1f} at the start), TF {tf.__version__}; median of "
@@ -160,12 +168,14 @@ def main():
     parser.add_argument("--naive-pixels", type=int, default=8,
                         help="pixels the naive sampler is timed on (then extrapolated)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--scale-pair", choices=sorted(SCALE_PAIRS), default="mnist",
+                        help="with --compare-scales: the configurations compared")
     parser.add_argument("--compare-scales", action="store_true",
                         help="only time single- vs multi-scale cached sampling, interleaved")
     args = parser.parse_args()
     if args.compare_scales:
         compare_scales(args.architecture, [int(b) for b in args.batches.split(",")],
-                       args.repeats)
+                       args.repeats, args.scale_pair)
         return
     runtimes = {"function": InMemory, "savedmodel": ThroughSavedModel}
     print(f"{args.architecture}; {os.cpu_count()} CPU cores (load average "
