@@ -53,7 +53,9 @@ def run_side_by_side(runs, data, out, common, minutes):
         ended.update({name: time.monotonic() for name, (p, _, _) in procs.items()
                       if name not in ended and p.poll() is not None})
     # Stop every run at once (so none trains on while another saves), and all of them
-    # before any error is raised (so none is left running).
+    # before any error is raised (so none is left running). A run's wall time ends here:
+    # saving the checkpoint after SIGTERM is not training.
+    stopped_at = time.monotonic()
     for proc, _, _ in procs.values():
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -64,7 +66,7 @@ def run_side_by_side(runs, data, out, common, minutes):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        walls[name] = ended.get(name, time.monotonic()) - start
+        walls[name] = ended.get(name, stopped_at) - start
         log.close()
         if proc.returncode not in STOPPED:
             early = (" (SIGTERM came before it started training: raise --minutes)"
