@@ -7,7 +7,8 @@
 Every run directory is a `train.py --workdir`. Writes, into --out:
   <run>.json       config, data checksum, steps, wall time, validation/test NLL and bits/dim
   results.md       the table (paper numbers side by side)
-  curves.png       validation (solid) and training (dotted) bits/dim against wall-clock hours
+  curves.png       validation (solid) and training (dotted) bits/dim against training hours
+                   (wall clock; gaps over 30 min between summaries, i.e. stops, left out)
 and prints the table. With --figures (it samples, so it takes a while) also, for every run,
 from its best checkpoint (the latest if it has none yet):
   <run>_samples.png      a grid of --num-samples samples (cached sampler, --seed,
@@ -81,6 +82,21 @@ def data_checksum(data_dir):
     return manifest.get("dataset"), digest.hexdigest()
 
 
+MAX_GAP_SECONDS = 30 * 60  # longer between two summaries: the run was stopped, not training
+
+
+def training_clock(times):
+    """Maps event wall times to seconds of training: from the first event, with every gap
+    longer than MAX_GAP_SECONDS (a run stopped, then resumed later) left out."""
+    times = sorted(times)
+    offsets, skipped = {}, 0.0
+    for previous, current in zip([None] + times[:-1], times):
+        if previous is not None and current - previous > MAX_GAP_SECONDS:
+            skipped += current - previous
+        offsets[current] = current - times[0] - skipped
+    return lambda t: offsets[t]
+
+
 def summarize(run_dir):
     try:
         saved = read_json(os.path.join(run_dir, "config.json"))
@@ -93,8 +109,8 @@ def summarize(run_dir):
     train = scalar_series(os.path.join(run_dir, "train"), "bits_per_dim")
     valid_nats = scalar_series(os.path.join(run_dir, "validation"), "nll_nats")
     valid_bits = scalar_series(os.path.join(run_dir, "validation"), "bits_per_dim")
-    start = min([t for t, _, _ in train + valid_bits] or [0.0])
-    wall = max([t for t, _, _ in train + valid_bits] or [start]) - start
+    clock = training_clock([t for t, _, _ in train + valid_bits])
+    wall = max([clock(t) for t, _, _ in train + valid_bits] or [0.0])
     result = {
         "run": os.path.basename(os.path.normpath(run_dir)),
         "dataset": dataset,
@@ -105,8 +121,8 @@ def summarize(run_dir):
         "wall_hours": wall / 3600.0,
         "best_validation_nats": min([v for _, _, v in valid_nats], default=None),
         "best_validation_bits_per_dim": min([v for _, _, v in valid_bits], default=None),
-        "curves": {"train_bits_per_dim": [(t - start, s, v) for t, s, v in train],
-                   "validation_bits_per_dim": [(t - start, s, v) for t, s, v in valid_bits]},
+        "curves": {"train_bits_per_dim": [(clock(t), s, v) for t, s, v in train],
+                   "validation_bits_per_dim": [(clock(t), s, v) for t, s, v in valid_bits]},
     }
     for split in ("validation", "test"):
         path = os.path.join(run_dir, f"eval_{split}.json")
@@ -151,7 +167,7 @@ def plot(results, path):
             if series:
                 ax.plot([t / 3600 for t, _, _ in series], [v for _, _, v in series], style,
                         color=colour, label=f"{r['run']} ({name.split('_')[0]})")
-    ax.set_xlabel("wall-clock hours")
+    ax.set_xlabel("training hours (wall clock, stops between resumes left out)")
     ax.set_ylabel("bits / dim")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)

@@ -61,6 +61,7 @@ def processes_mentioning(text):
     return pids
 
 
+@pytest.mark.slow  # trains for real for ~40 s, then evaluates: `make test-all`
 def test_two_runs_share_the_budget_and_are_evaluated(digits, tmp_path):
     out = tmp_path / "bench"
     minutes = 0.6
@@ -104,6 +105,7 @@ def test_two_runs_share_the_budget_and_are_evaluated(digits, tmp_path):
     assert not processes_mentioning(str(out))
 
 
+@pytest.mark.slow
 def test_a_failing_run_stops_the_others_and_exits_1(digits, tmp_path):
     out = tmp_path / "bench"
     try:
