@@ -13,9 +13,12 @@ A MultiScalePixelRNN gets the same signatures (a client cannot tell the differen
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from pixelrnn_tf.cli import ArgumentParser, positive_int  # noqa: E402
 
 PROG = "export.py"
 
@@ -92,18 +95,8 @@ def export(model, export_base, version=None, method="cached", max_batch=None, ex
     return path
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=PROG, description=__doc__.strip().splitlines()[0],
         epilog="The SavedModel runs without this project (tf.saved_model.load, "
                "saved_model_cli, TF Serving).")
@@ -116,11 +109,11 @@ def build_parser():
                              "checkpoint prefix (default: latest)")
     parser.add_argument("--export-base", required=True, metavar="DIR",
                         help="directory of versions; the model goes to DIR/VERSION")
-    parser.add_argument("--version", type=_positive_int, metavar="N",
+    parser.add_argument("--version", type=positive_int, metavar="N",
                         help="version number (default: one more than the largest present)")
     parser.add_argument("--sampler", choices=("cached", "naive"), default="cached",
                         help="sampler inside the sample/complete signatures (default: cached)")
-    parser.add_argument("--max-batch", type=_positive_int, metavar="N",
+    parser.add_argument("--max-batch", type=positive_int, metavar="N",
                         help="largest batch a request may send or ask for (default: 64)")
     parser.add_argument("--no-examples", action="store_true",
                         help="leave out the serve_examples signature")
@@ -131,7 +124,6 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from pixelrnn_tf.sample import SampleError
 
     try:

@@ -13,8 +13,9 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from pixelrnn_tf.cli import ArgumentParser  # noqa: E402
+
 EXIT_ERROR = 1
-EXIT_USAGE = 2
 EXIT_PREEMPTED = 143  # 128 + SIGTERM: stopped cleanly after saving a checkpoint
 
 EXAMPLES = """\
@@ -39,18 +40,13 @@ checkpoint (rerun to resume), 130 Ctrl-C (not saved; the last periodic checkpoin
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, no usage dump
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     from pixelrnn_tf.config import describe_keys, describe_presets
 
     epilog = (f"presets (--preset):\n{describe_presets()}\n\n"
               f"config keys (--set key=value):\n{describe_keys()}\n\n{EXAMPLES}")
-    parser = _Parser(prog="train.py", description=__doc__.splitlines()[0], epilog=epilog,
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="train.py", description=__doc__.splitlines()[0], epilog=epilog,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", metavar="DIR",
                         help="dataset directory written by `python -m data_prep convert` "
                         "(default when resuming: the one in WORKDIR/config.json)")

@@ -16,13 +16,16 @@ Exit status 1 if a run fails (its log is OUT/NAME.log).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from pixelrnn_tf.cli import ArgumentParser  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "train.py")
@@ -107,13 +110,8 @@ def table(runs, reports, walls, split):
     return "\n".join(lines)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, no usage dump
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def main(argv=None):
-    parser = _Parser(prog="equal_time.py", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="equal_time.py", description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="data_prep dataset directory")
     parser.add_argument("--out", required=True, help="new directory for the work directories")
     parser.add_argument("--minutes", type=float, required=True, help="wall-time budget per run")

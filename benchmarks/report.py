@@ -23,7 +23,6 @@ and prints their paths.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -35,6 +34,8 @@ from typing import NamedTuple
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from pixelrnn_tf.cli import ArgumentParser, positive_int  # noqa: E402
 
 # (dataset in the manifest, architecture) -> the paper's test result and its unit
 PAPER = {
@@ -331,34 +332,19 @@ def write_figures(inputs, out, num_samples, per_image, seed, zoom):
     return written
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, no usage dump
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def main(argv=None):
-    parser = _Parser(prog="report.py", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="report.py", description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="train.py workdirs")
     parser.add_argument("--out", default="results", help="where to write the report")
     figures = parser.add_argument_group("figures")
     figures.add_argument("--figures", action="store_true",
                          help="also write <run>_samples.png and <run>_completions.png (samples "
                          "from each run's model: slow for big models)")
-    figures.add_argument("--num-samples", type=_positive_int, default=16,
+    figures.add_argument("--num-samples", type=positive_int, default=16,
                          help="samples in the sample grid (default 16)")
-    figures.add_argument("--num-completions", type=_positive_int, default=6,
+    figures.add_argument("--num-completions", type=positive_int, default=6,
                          help="images (rows) in the completion figure (default 6)")
-    figures.add_argument("--completions-per-image", type=_positive_int, default=4,
+    figures.add_argument("--completions-per-image", type=positive_int, default=4,
                          help="completions of each image (default 4)")
     figures.add_argument("--figure-split", default="test",
                          help="split the completed images come from (default test)")
@@ -367,7 +353,7 @@ def main(argv=None):
                          "each run's config.json)")
     figures.add_argument("--seed", type=int, default=0,
                          help="sampling seed: samples use it, completions seed + 1 (default 0)")
-    figures.add_argument("--zoom", type=_positive_int, default=4,
+    figures.add_argument("--zoom", type=positive_int, default=4,
                          help="each image pixel becomes zoom x zoom PNG pixels (default 4)")
     args = parser.parse_args(argv)
     try:

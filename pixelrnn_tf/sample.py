@@ -20,6 +20,8 @@ import tempfile
 
 import numpy as np
 
+from pixelrnn_tf.cli import ArgumentParser, positive_int
+
 PROG = "pixelrnn-sample"
 OCCLUDED_RGB = (96, 0, 0)
 
@@ -256,16 +258,6 @@ def save_npz(path, **arrays):
 # CLI
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
 def _temperature(text):
     try:
         value = float(text)
@@ -277,7 +269,7 @@ def _temperature(text):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=PROG, description=__doc__.strip().splitlines()[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="\n".join(__doc__.strip().splitlines()[2:]))
@@ -289,7 +281,7 @@ def build_parser():
     parser.add_argument("--checkpoint", default="latest",
                         help="with --workdir: latest, best or a checkpoint prefix (latest)")
     parser.add_argument("--out", required=True, metavar="FILE.png", help="PNG grid to write")
-    parser.add_argument("--num", type=_positive_int, default=None, metavar="N",
+    parser.add_argument("--num", type=positive_int, default=None, metavar="N",
                         help="images to sample (16), or to take from --complete (all, at "
                              "most 16)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (0)")
@@ -303,11 +295,11 @@ def build_parser():
                                       "or 'images')")
     parser.add_argument("--known-rows", type=int, metavar="K",
                         help="with --complete: top rows kept (default: half the height)")
-    parser.add_argument("--completions", type=_positive_int, default=3, metavar="K",
+    parser.add_argument("--completions", type=positive_int, default=3, metavar="K",
                         help="completions per image (3)")
-    parser.add_argument("--levels", type=_positive_int, metavar="L",
+    parser.add_argument("--levels", type=positive_int, metavar="L",
                         help="levels of a SavedModel without pixelrnn_tf metadata")
-    parser.add_argument("--columns", type=_positive_int, default=8,
+    parser.add_argument("--columns", type=positive_int, default=8,
                         help="images per row of a sample grid (8)")
     parser.add_argument("--npz", metavar="FILE.npz", help="also save the raw uint8 images")
     return parser

@@ -9,6 +9,11 @@ import struct
 import numpy as np
 import pytest
 
+try:
+    from tests.cli_fixtures import run_main
+except ImportError:  # tests/ itself on sys.path (pytest's rootdir-relative import mode)
+    from cli_fixtures import run_main
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
@@ -26,13 +31,7 @@ def run_cli(capsys, *args) -> tuple[int, str, str]:
     """Runs `python -m data_prep ARGS` in-process; returns (exit code, stdout, stderr)."""
     from data_prep.__main__ import main
 
-    capsys.readouterr()
-    try:
-        rc = main([str(a) for a in args])
-    except SystemExit as e:  # argparse
-        rc = e.code
-    out, err = capsys.readouterr()
-    return rc, out, err
+    return run_main(main, args, capsys)
 
 
 def leftovers(out_dir: pathlib.Path) -> list[str]:

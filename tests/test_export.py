@@ -5,7 +5,6 @@ the export, input validation, atomic versioned export (export.py) and the sample
 import dataclasses
 import json
 import os
-import subprocess
 import sys
 import textwrap
 
@@ -14,22 +13,18 @@ import pytest
 import tensorflow as tf
 
 import export as export_cli
+from cli_fixtures import run_main
+from export_fixtures import (ASSERT_NO_PROJECT_LOADED, NO_PROJECT, assert_outputs_match,
+                             assert_saved_outputs_match, call_every_signature,
+                             expected_outputs, random_images, randomize_weights,
+                             run_process, run_saved_model_cli, write_requests)
 from pixelrnn_tf import PixelRNN, sampling, serving
 from pixelrnn_tf import sample as sample_cli
 
 SHAPE = (4, 5, 3)
 LEVELS = 7
 MAX_BATCH = 8
-SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
-# Runs first in every subprocess: neither this project nor Keras can be imported there,
-# as in TF Serving, which has no Python at all.
-NO_PROJECT = textwrap.dedent("""
-    import sys
-    for name in ("pixelrnn_tf", "keras", "data_prep"):
-        sys.modules[name] = None
-    import numpy as np
-    import tensorflow as tf
-""")
+KNOWN = 6  # pixels kept by the `complete` requests
 
 
 def make_model(seed=0):
@@ -37,10 +32,7 @@ def make_model(seed=0):
     model = PixelRNN("diagonal_bilstm", image_shape=SHAPE, levels=LEVELS, num_layers=1,
                      hidden_dim=6, output_dim=12, first_kernel=3)
     model.build()
-    rng = np.random.default_rng(seed)
-    for weight in model.weights:  # biases and initial states too (zero when initialised)
-        weight.assign(rng.normal(0.0, 0.3, weight.shape).astype(np.float32))
-    return model
+    return randomize_weights(model, seed)
 
 
 @pytest.fixture(scope="module")
@@ -57,125 +49,27 @@ def loaded(exported):
     return tf.saved_model.load(exported[1])
 
 
-def run_process(args, cwd, timeout=300):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    env.pop("PYTHONPATH", None)
-    return subprocess.run(["timeout", "-k", "10", str(timeout), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
-
-
 def images_for(n, seed=1):
-    images = np.random.default_rng(seed).integers(0, LEVELS, (n, *SHAPE)).astype(np.uint8)
-    images[..., -1, -1, -1] = 1  # see `serialized_examples`
-    return images
-
-
-def serialized_examples(images):
-    """tf.train.Examples in the data_prep format. None of them ends with a zero byte, so
-    numpy's fixed-width bytes arrays (used for saved_model_cli) keep them intact."""
-    out = []
-    for image in images:
-        h, w, c = image.shape
-        feature = {
-            "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image.tobytes()])),
-            "height": tf.train.Feature(int64_list=tf.train.Int64List(value=[h])),
-            "width": tf.train.Feature(int64_list=tf.train.Int64List(value=[w])),
-            "channels": tf.train.Feature(int64_list=tf.train.Int64List(value=[c])),
-        }
-        out.append(tf.train.Example(features=tf.train.Features(feature=feature))
-                   .SerializeToString())
-    assert not any(e.endswith(b"\0") for e in out)
-    return out
-
-
-def expected_outputs(model, images):
-    """What every signature must return, computed with the in-memory model."""
-    ints = images.astype(np.int32)
-    pixel_log_prob = model.pixel_log_prob(ints).numpy()
-    log_prob = pixel_log_prob.sum(axis=(1, 2, 3))
-    return {
-        "serving_default": {"log_prob": log_prob, "pixel_log_prob": pixel_log_prob,
-                            "bits_per_dim": -log_prob / (np.prod(SHAPE) * np.log(2))},
-        "sample": {"images": sampling.sample(model, 3, seed=5, temperature=0.8).numpy()},
-        "complete": {"images": sampling.complete(model, ints, 6, seed=5,
-                                                 temperature=0.8).numpy()},
-    }
-
-
-def assert_outputs_match(got, want, where):
-    for key, value in want.items():
-        if value.dtype == np.uint8:
-            np.testing.assert_array_equal(got[key], value, err_msg=f"{where}: {key}")
-        else:
-            np.testing.assert_allclose(got[key], value, rtol=1e-5, atol=1e-4,
-                                       err_msg=f"{where}: {key}")
+    return random_images(n, SHAPE, LEVELS, seed)
 
 
 def test_signatures_in_a_process_without_the_project(exported, tmp_path):
     model, path = exported
     images = images_for(2)
-    examples = serialized_examples(images)
-    np.savez(tmp_path / "inputs.npz", images=images,
-             examples=np.frombuffer(b"".join(examples), np.uint8),
-             lengths=np.array([len(e) for e in examples]))
-    script = NO_PROJECT + textwrap.dedent(f"""
-        loaded = tf.saved_model.load({path!r})
-        inputs = np.load("inputs.npz", allow_pickle=False)
-        images = tf.constant(inputs["images"])
-        blob, ends = inputs["examples"].tobytes(), np.cumsum(inputs["lengths"])
-        examples = [blob[a:b] for a, b in zip(np.r_[0, ends[:-1]], ends)]
-        s = loaded.signatures
-        scalars = dict(seed=tf.constant(5, tf.int64), temperature=tf.constant(0.8))
-        results = {{
-            "serving_default": s["serving_default"](images=images),
-            "serve_examples": s["serve_examples"](examples=tf.constant(examples)),
-            "sample": s["sample"](num_samples=tf.constant(3), **scalars),
-            "complete": s["complete"](images=images, known_pixels=tf.constant(6), **scalars),
-        }}
-        np.savez("outputs.npz", **{{f"{{name}}/{{key}}": value.numpy()
-                                   for name, out in results.items()
-                                   for key, value in out.items()}})
-        leaked = sorted(m for m in sys.modules
-                        if m.startswith(("pixelrnn_tf", "keras")) and sys.modules[m])
-        assert not leaked, leaked
-        print("done")
-    """)
+    write_requests(tmp_path, images)
+    script = NO_PROJECT + call_every_signature(path, KNOWN) + ASSERT_NO_PROJECT_LOADED
     result = run_process([sys.executable, "-c", script], tmp_path)
     assert result.returncode == 0 and "done" in result.stdout, result.stderr[-3000:]
-    outputs = np.load(tmp_path / "outputs.npz")
-    want = expected_outputs(model, images)
-    want["serve_examples"] = want["serving_default"]
-    for name, expected in want.items():
-        got = {key: outputs[f"{name}/{key}"] for key in expected}
-        assert_outputs_match(got, expected, name)
+    assert_saved_outputs_match(tmp_path, expected_outputs(model, images, KNOWN))
 
 
 def test_saved_model_cli_runs_every_signature(exported, tmp_path):
     """saved_model_cli runs the SavedModel through the TF1 loader TF Serving uses."""
     model, path = exported
     images = images_for(2)
-    np.save(tmp_path / "images.npy", images)
-    np.save(tmp_path / "examples.npy", np.array(serialized_examples(images)))
-    np.save(tmp_path / "num_samples.npy", np.array(3, np.int32))
-    np.save(tmp_path / "seed.npy", np.array(5, np.int64))
-    np.save(tmp_path / "temperature.npy", np.array(0.8, np.float32))
-    np.save(tmp_path / "known_pixels.npy", np.array(6, np.int32))
-    scalars = "seed=seed.npy;temperature=temperature.npy"
-    inputs = {
-        "serving_default": "images=images.npy",
-        "serve_examples": "examples=examples.npy",
-        "sample": f"num_samples=num_samples.npy;{scalars}",
-        "complete": f"images=images.npy;known_pixels=known_pixels.npy;{scalars}",
-    }
-    want = expected_outputs(model, images)
-    want["serve_examples"] = want["serving_default"]
-    for signature, spec in inputs.items():
-        out = tmp_path / signature
-        result = run_process([SAVED_MODEL_CLI, "run", "--dir", path, "--tag_set", "serve",
-                              "--signature_def", signature, "--inputs", spec,
-                              "--outdir", str(out)], tmp_path)
-        assert result.returncode == 0, f"{signature}: {result.stderr[-3000:]}"
-        got = {key: np.load(out / f"{key}.npy") for key in want[signature]}
+    want = expected_outputs(model, images, KNOWN)
+    for signature in want:
+        got = run_saved_model_cli(path, signature, images, KNOWN, tmp_path)
         assert_outputs_match(got, want[signature], f"saved_model_cli {signature}")
 
 
@@ -378,16 +272,6 @@ def test_write_saved_model_is_atomic_and_refuses_to_overwrite(exported, tmp_path
 # export.py and the sample CLI
 
 
-def run_main(main, args, capsys):
-    capsys.readouterr()
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as e:  # argparse
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     """A training workdir made by the real training code (tiny preset, a few steps)."""
@@ -448,10 +332,12 @@ def test_export_cli_bad_input(exported, tmp_path, capsys):
     for args, message in cases:
         code, _, err = run_main(export_cli.main, args, capsys)
         assert code == 1 and message in err and len(err.strip().splitlines()) == 1, err
-    for args in (["--keras-model", keras_file, "--export-base", tmp_path, "--version", "0"],
-                 ["--export-base", tmp_path]):
+    for args, message in (
+            (["--keras-model", keras_file, "--export-base", tmp_path, "--version", "0"],
+             "--version: expected a positive integer, got 0"),
+            (["--export-base", tmp_path], "--workdir")):
         code, _, err = run_main(export_cli.main, args, capsys)
-        assert code == 2, err
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "e").exists()
     code, out, err = run_main(export_cli.main, ["--keras-model", keras_file, "--export-base",
                                                 tmp_path / "ok", "--version", "7"], capsys)

@@ -5,7 +5,6 @@ order, cached and naive exports, and export.py / the sample CLI on a .keras file
 
 import json
 import os
-import subprocess
 import sys
 import textwrap
 
@@ -16,6 +15,12 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 import export as export_cli
+from cli_fixtures import run_main
+from export_fixtures import (ASSERT_NO_PROJECT_LOADED, NO_PROJECT, NUM_SAMPLES, SEED,
+                             TEMPERATURE, assert_outputs_match,
+                             assert_saved_outputs_match, call_every_signature,
+                             expected_outputs, random_images, randomize_weights,
+                             run_process, run_saved_model_cli, write_requests)
 from pixelrnn_tf import MultiScalePixelRNN, PixelRNN, sampling, serving
 from pixelrnn_tf import sample as sample_cli
 
@@ -24,23 +29,6 @@ CHANNELS, LEVELS = 3, 7
 SHAPE = (N, N, CHANNELS)
 MAX_BATCH = 8
 KNOWN = 13  # pixels kept by `complete`: row 0, and row 1 up to column 4 (grid pixels too)
-SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
-# Runs first in every subprocess: neither this project nor Keras can be imported there,
-# as in TF Serving, which has no Python at all.
-NO_PROJECT = textwrap.dedent("""
-    import sys
-    for name in ("pixelrnn_tf", "keras", "data_prep"):
-        sys.modules[name] = None
-    import numpy as np
-    import tensorflow as tf
-""")
-
-
-def randomized(model, seed=0):
-    rng = np.random.default_rng(seed)
-    for weight in model.weights:  # biases and initial states too (zero when initialised)
-        weight.assign(rng.normal(0.0, 0.3, weight.shape).astype(np.float32))
-    return model
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +36,9 @@ def exported(tmp_path_factory):
     """(model, export dir): a small RGB Multi-Scale model saved as .keras and exported from
     that file by export.py (which reloads the export and checks it before publishing)."""
     tf.keras.utils.set_random_seed(0)
-    model = randomized(MultiScalePixelRNN("diagonal_bilstm", SHAPE, S, levels=LEVELS,
-                                          num_layers=1, hidden_dim=6, output_dim=12,
-                                          first_kernel=3))
+    model = randomize_weights(MultiScalePixelRNN("diagonal_bilstm", SHAPE, S, levels=LEVELS,
+                                                 num_layers=1, hidden_dim=6, output_dim=12,
+                                                 first_kernel=3))
     root = tmp_path_factory.mktemp("multiscale_export")
     model.save(root / "model.keras")
     code = export_cli.main(["--keras-model", str(root / "model.keras"), "--export-base",
@@ -65,53 +53,8 @@ def loaded(exported):
     return tf.saved_model.load(exported[1])
 
 
-def run_process(args, cwd, timeout=300):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    env.pop("PYTHONPATH", None)
-    return subprocess.run(["timeout", "-k", "10", str(timeout), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
-
-
 def images_for(n, seed=1):
-    images = np.random.default_rng(seed).integers(0, LEVELS, (n, *SHAPE)).astype(np.uint8)
-    images[..., -1, -1, -1] = 1  # no serialized example ends with a zero byte (numpy bytes)
-    return images
-
-
-def serialized_examples(images):
-    """tf.train.Examples in the data_prep format."""
-    out = []
-    for image in images:
-        feature = {"image": tf.train.Feature(bytes_list=tf.train.BytesList(
-            value=[image.tobytes()]))}
-        out.append(tf.train.Example(features=tf.train.Features(feature=feature))
-                   .SerializeToString())
-    assert not any(e.endswith(b"\0") for e in out)
-    return out
-
-
-def expected_outputs(model, images):
-    """What every signature must return, computed with the in-memory model."""
-    ints = images.astype(np.int32)
-    pixel_log_prob = model.pixel_log_prob(ints).numpy()
-    log_prob = model.log_prob(ints).numpy()
-    np.testing.assert_allclose(pixel_log_prob.sum(axis=(1, 2, 3)), log_prob, rtol=1e-5)
-    return {
-        "serving_default": {"log_prob": log_prob, "pixel_log_prob": pixel_log_prob,
-                            "bits_per_dim": -log_prob / (np.prod(SHAPE) * np.log(2))},
-        "sample": {"images": sampling.sample(model, 3, seed=5, temperature=0.8).numpy()},
-        "complete": {"images": sampling.complete(model, ints, KNOWN, seed=5,
-                                                 temperature=0.8).numpy()},
-    }
-
-
-def assert_outputs_match(got, want, where):
-    for key, value in want.items():
-        if value.dtype == np.uint8:
-            np.testing.assert_array_equal(got[key], value, err_msg=f"{where}: {key}")
-        else:
-            np.testing.assert_allclose(got[key], value, rtol=1e-5, atol=1e-4,
-                                       err_msg=f"{where}: {key}")
+    return random_images(n, SHAPE, LEVELS, seed)
 
 
 def signature_defs(export_dir):
@@ -153,33 +96,12 @@ def test_signatures_without_the_project_and_in_a_tf1_session(exported, tmp_path)
     against the signature: the in-graph checks must answer InvalidArgument."""
     model, path = exported
     images = images_for(2)
-    examples = serialized_examples(images)
-    np.savez(tmp_path / "inputs.npz", images=images,
-             examples=np.frombuffer(b"".join(examples), np.uint8),
-             lengths=np.array([len(e) for e in examples]))
-    script = NO_PROJECT + textwrap.dedent(f"""
+    write_requests(tmp_path, images)
+    script = NO_PROJECT + call_every_signature(path, KNOWN) + textwrap.dedent(f"""
         from tensorflow.core.protobuf import config_pb2
-        loaded = tf.saved_model.load({path!r})
-        inputs = np.load("inputs.npz", allow_pickle=False)
-        images = tf.constant(inputs["images"])
-        blob, ends = inputs["examples"].tobytes(), np.cumsum(inputs["lengths"])
-        examples = [blob[a:b] for a, b in zip(np.r_[0, ends[:-1]], ends)]
-        s = loaded.signatures
-        scalars = dict(seed=tf.constant(5, tf.int64), temperature=tf.constant(0.8))
-        results = {{
-            "serving_default": s["serving_default"](images=images),
-            "serve_examples": s["serve_examples"](examples=tf.constant(examples)),
-            "sample": s["sample"](num_samples=tf.constant(3), **scalars),
-            "complete": s["complete"](images=images, known_pixels=tf.constant({KNOWN}),
-                                      **scalars),
-        }}
-        np.savez("outputs.npz", **{{f"{{name}}/{{key}}": value.numpy()
-                                   for name, out in results.items()
-                                   for key, value in out.items()}})
-
         images = inputs["images"]
-        good = dict(images=images, known_pixels=np.int32({KNOWN}), seed=np.int64(5),
-                    temperature=np.float32(0.8), num_samples=np.int32(3))
+        good = dict(images=images, known_pixels=np.int32({KNOWN}), seed=np.int64({SEED}),
+                    temperature=np.float32({TEMPERATURE}), num_samples=np.int32({NUM_SAMPLES}))
         cases = [
             ("serving_default", "images", images[0]),         # no batch dimension
             ("serving_default", "images", images[:, :3]),     # wrong height
@@ -206,21 +128,13 @@ def test_signatures_without_the_project_and_in_a_tf1_session(exported, tmp_path)
                     print("ACCEPTED", signature, bad_key)
                 except tf.errors.InvalidArgumentError as e:
                     print("rejected", signature, bad_key, str(e).splitlines()[0])
-        leaked = sorted(m for m in sys.modules
-                        if m.startswith(("pixelrnn_tf", "keras")) and sys.modules[m])
-        assert not leaked, leaked
-        print("done")
-    """)
+    """) + ASSERT_NO_PROJECT_LOADED
     result = run_process([sys.executable, "-c", script], tmp_path)
     assert result.returncode == 0 and "done" in result.stdout, result.stderr[-3000:]
     assert "ACCEPTED" not in result.stdout and result.stdout.count("rejected") == 6, \
         result.stdout
-    outputs = np.load(tmp_path / "outputs.npz")
-    want = expected_outputs(model, images)
-    want["serve_examples"] = want["serving_default"]
-    for name, expected in want.items():
-        assert_outputs_match({key: outputs[f"{name}/{key}"] for key in expected}, expected,
-                             name)
+    want = expected_outputs(model, images, KNOWN)
+    assert_saved_outputs_match(tmp_path, want)
     for name, key in (("serving_default", "log_prob"), ("sample", "images"),
                       ("complete", "images")):
         assert_outputs_match({key: np.load(tmp_path / f"tf1_{name}.npy")},
@@ -239,28 +153,9 @@ def test_saved_model_cli_runs_every_signature(exported, tmp_path, signature):
     here)."""
     model, path = exported
     images = images_for(2)
-    np.save(tmp_path / "images.npy", images)
-    np.save(tmp_path / "examples.npy", np.array(serialized_examples(images)))
-    np.save(tmp_path / "num_samples.npy", np.array(3, np.int32))
-    np.save(tmp_path / "seed.npy", np.array(5, np.int64))
-    np.save(tmp_path / "temperature.npy", np.array(0.8, np.float32))
-    np.save(tmp_path / "known_pixels.npy", np.array(KNOWN, np.int32))
-    scalars = "seed=seed.npy;temperature=temperature.npy"
-    inputs = {
-        "serving_default": "images=images.npy",
-        "serve_examples": "examples=examples.npy",
-        "sample": f"num_samples=num_samples.npy;{scalars}",
-        "complete": f"images=images.npy;known_pixels=known_pixels.npy;{scalars}",
-    }
-    want = expected_outputs(model, images)
-    want["serve_examples"] = want["serving_default"]
-    out = tmp_path / signature
-    result = run_process([SAVED_MODEL_CLI, "run", "--dir", path, "--tag_set", "serve",
-                          "--signature_def", signature, "--inputs", inputs[signature],
-                          "--outdir", str(out)], tmp_path)
-    assert result.returncode == 0, f"{signature}: {result.stderr[-3000:]}"
-    got = {key: np.load(out / f"{key}.npy") for key in want[signature]}
-    assert_outputs_match(got, want[signature], f"saved_model_cli {signature}")
+    got = run_saved_model_cli(path, signature, images, KNOWN, tmp_path)
+    assert_outputs_match(got, expected_outputs(model, images, KNOWN)[signature],
+                         f"saved_model_cli {signature}")
 
 
 def model_order():
@@ -367,16 +262,6 @@ def test_a_naive_export_draws_the_same_images(exported, loaded, tmp_path):
     for got, want in zip(exported_draws(tf.saved_model.load(str(naive_path)).signatures,
                                         images), exported_draws(loaded.signatures, images)):
         np.testing.assert_array_equal(got, want)
-
-
-def run_main(main, args, capsys):
-    capsys.readouterr()
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as e:  # argparse
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_export_cli_rejects_other_keras_models_and_sample_cli_reads_the_export(

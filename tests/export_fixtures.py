@@ -1,0 +1,173 @@
+"""Helpers for the SavedModel tests (single- and multi-scale exports have the same signatures):
+requests written to files, the signatures run in a process without this project or through
+saved_model_cli, and the outputs compared with the in-memory model."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import tensorflow as tf
+
+from pixelrnn_tf import sampling
+
+SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+# Runs first in every subprocess: neither this project nor Keras can be imported there,
+# as in TF Serving, which has no Python at all.
+NO_PROJECT = textwrap.dedent("""
+    import sys
+    for name in ("pixelrnn_tf", "keras", "data_prep"):
+        sys.modules[name] = None
+    import numpy as np
+    import tensorflow as tf
+""")
+# The requests every test sends (seed, temperature; num_samples of the sample signature).
+SEED, TEMPERATURE, NUM_SAMPLES = 5, 0.8, 3
+
+
+def randomize_weights(model, seed=0):
+    """Every weight (biases and initial states too, zero when initialised) ~ N(0, 0.3)."""
+    rng = np.random.default_rng(seed)
+    for weight in model.weights:
+        weight.assign(rng.normal(0.0, 0.3, weight.shape).astype(np.float32))
+    return model
+
+
+def run_process(args, cwd, timeout=300):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env.pop("PYTHONPATH", None)
+    return subprocess.run(["timeout", "-k", "10", str(timeout), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
+
+
+def random_images(n, shape, levels, seed=1):
+    """[n, *shape] uint8; the last byte is never zero (see `serialized_examples`)."""
+    images = np.random.default_rng(seed).integers(0, levels, (n, *shape)).astype(np.uint8)
+    images[..., -1, -1, -1] = 1
+    return images
+
+
+def serialized_examples(images):
+    """tf.train.Examples in the data_prep format. None of them ends with a zero byte, so
+    numpy's fixed-width bytes arrays (used for saved_model_cli) keep them intact."""
+    out = []
+    for image in images:
+        h, w, c = image.shape
+        feature = {
+            "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image.tobytes()])),
+            "height": tf.train.Feature(int64_list=tf.train.Int64List(value=[h])),
+            "width": tf.train.Feature(int64_list=tf.train.Int64List(value=[w])),
+            "channels": tf.train.Feature(int64_list=tf.train.Int64List(value=[c])),
+        }
+        out.append(tf.train.Example(features=tf.train.Features(feature=feature))
+                   .SerializeToString())
+    assert not any(e.endswith(b"\0") for e in out)
+    return out
+
+
+def expected_outputs(model, images, known_pixels):
+    """What every signature must return for `images` (and the module's requests), computed
+    with the in-memory model."""
+    ints = images.astype(np.int32)
+    pixel_log_prob = model.pixel_log_prob(ints).numpy()
+    log_prob = model.log_prob(ints).numpy()
+    np.testing.assert_allclose(pixel_log_prob.sum(axis=(1, 2, 3)), log_prob, rtol=1e-5,
+                               atol=1e-4)
+    scores = {"log_prob": log_prob, "pixel_log_prob": pixel_log_prob,
+              "bits_per_dim": -log_prob / (np.prod(images.shape[1:]) * np.log(2))}
+    draws = dict(seed=SEED, temperature=TEMPERATURE)
+    return {
+        "serving_default": scores,
+        "serve_examples": scores,
+        "sample": {"images": sampling.sample(model, NUM_SAMPLES, **draws).numpy()},
+        "complete": {"images": sampling.complete(model, ints, known_pixels, **draws).numpy()},
+    }
+
+
+def assert_outputs_match(got, want, where):
+    for key, value in want.items():
+        if value.dtype == np.uint8:
+            np.testing.assert_array_equal(got[key], value, err_msg=f"{where}: {key}")
+        else:
+            np.testing.assert_allclose(got[key], value, rtol=1e-5, atol=1e-4,
+                                       err_msg=f"{where}: {key}")
+
+
+def write_requests(directory, images):
+    """inputs.npz for `CALL_EVERY_SIGNATURE` (the examples as one blob plus their lengths:
+    object arrays would need pickle)."""
+    examples = serialized_examples(images)
+    np.savez(os.path.join(directory, "inputs.npz"), images=images,
+             examples=np.frombuffer(b"".join(examples), np.uint8),
+             lengths=np.array([len(e) for e in examples]))
+
+
+def call_every_signature(export_dir, known_pixels):
+    """Script lines (after `NO_PROJECT`, in the directory of `write_requests`) that run every
+    signature through tf.saved_model.load and save the results to outputs.npz."""
+    return textwrap.dedent(f"""
+        loaded = tf.saved_model.load({str(export_dir)!r})
+        inputs = np.load("inputs.npz", allow_pickle=False)
+        images = tf.constant(inputs["images"])
+        blob, ends = inputs["examples"].tobytes(), np.cumsum(inputs["lengths"])
+        examples = [blob[a:b] for a, b in zip(np.r_[0, ends[:-1]], ends)]
+        s = loaded.signatures
+        scalars = dict(seed=tf.constant({SEED}, tf.int64),
+                       temperature=tf.constant({TEMPERATURE}))
+        results = {{
+            "serving_default": s["serving_default"](images=images),
+            "serve_examples": s["serve_examples"](examples=tf.constant(examples)),
+            "sample": s["sample"](num_samples=tf.constant({NUM_SAMPLES}), **scalars),
+            "complete": s["complete"](images=images, known_pixels=tf.constant({known_pixels}),
+                                      **scalars),
+        }}
+        np.savez("outputs.npz", **{{f"{{name}}/{{key}}": value.numpy()
+                                   for name, out in results.items()
+                                   for key, value in out.items()}})
+    """)
+
+
+# Script lines that fail if the subprocess imported this project or Keras after all.
+ASSERT_NO_PROJECT_LOADED = textwrap.dedent("""
+    leaked = sorted(m for m in sys.modules
+                    if m.startswith(("pixelrnn_tf", "keras")) and sys.modules[m])
+    assert not leaked, leaked
+    print("done")
+""")
+
+
+def assert_saved_outputs_match(directory, want):
+    """Compares outputs.npz of `call_every_signature` with `expected_outputs`."""
+    outputs = np.load(os.path.join(directory, "outputs.npz"))
+    for name, expected in want.items():
+        assert_outputs_match({key: outputs[f"{name}/{key}"] for key in expected}, expected,
+                             name)
+
+
+def run_saved_model_cli(export_dir, signature, images, known_pixels, directory):
+    """Runs one signature with `saved_model_cli run` (the TF1 loader TF Serving uses) on
+    request files written to `directory`; returns {output: array}."""
+    np.save(os.path.join(directory, "images.npy"), images)
+    np.save(os.path.join(directory, "examples.npy"), np.array(serialized_examples(images)))
+    for name, value in (("num_samples", np.array(NUM_SAMPLES, np.int32)),
+                        ("seed", np.array(SEED, np.int64)),
+                        ("temperature", np.array(TEMPERATURE, np.float32)),
+                        ("known_pixels", np.array(known_pixels, np.int32))):
+        np.save(os.path.join(directory, f"{name}.npy"), value)
+    scalars = "seed=seed.npy;temperature=temperature.npy"
+    inputs = {
+        "serving_default": "images=images.npy",
+        "serve_examples": "examples=examples.npy",
+        "sample": f"num_samples=num_samples.npy;{scalars}",
+        "complete": f"images=images.npy;known_pixels=known_pixels.npy;{scalars}",
+    }[signature]
+    out = os.path.join(directory, signature)
+    result = run_process([SAVED_MODEL_CLI, "run", "--dir", str(export_dir), "--tag_set",
+                          "serve", "--signature_def", signature, "--inputs", inputs,
+                          "--outdir", out], directory)
+    assert result.returncode == 0, f"{signature}: {result.stderr[-3000:]}"
+    return {name[:-4]: np.load(os.path.join(out, name)) for name in os.listdir(out)}
+
