@@ -2,7 +2,7 @@
 
     python benchmarks/step_time.py [--configs all|mnist|colour] [--steps 20] [--batch 16]
                                    [--architectures row_lstm,diagonal_bilstm,pixelcnn]
-                                   [--jit off,on] [--threads N]
+                                   [--jit off,on] [--layers 1,7] [--threads N]
 
 Prints a markdown table: configuration, architecture, jit_compile, median ms/step, images/s,
 median CPU ms/step (all threads of this process; close to ms/step when one core does the
@@ -93,6 +93,9 @@ def main(argv=None):
     parser.add_argument("--architectures", default=",".join(ARCHITECTURES))
     parser.add_argument("--configs", default="all", help="'mnist', 'colour' or 'all'")
     parser.add_argument("--jit", default="off,on", help="'off', 'on' or 'off,on'")
+    parser.add_argument("--layers", default="",
+                        help="comma-separated layer counts to time instead of each "
+                             "configuration's own (e.g. 1,7: the cost of one layer)")
     parser.add_argument("--threads", type=int, default=0,
                         help="TensorFlow intra- and inter-op threads (0: TensorFlow's default)")
     args = parser.parse_args(argv)
@@ -104,6 +107,11 @@ def main(argv=None):
         configs = parse_list(args.configs.replace("all", ",".join(CONFIGS)), list(CONFIGS),
                              "configs")
         jit_modes = parse_list(args.jit, list(JIT_MODES), "jit")
+        items = [v.strip() for v in args.layers.split(",") if v.strip()]
+        if not all(v.isdigit() and int(v) >= 1 for v in items):
+            raise ValueError(f"--layers must be comma-separated positive integers, got "
+                             f"{args.layers!r}")
+        layer_counts = [int(v) for v in items]
     except ValueError as err:
         print(f"step_time.py: error: {err}", file=sys.stderr)
         return 2
@@ -117,8 +125,12 @@ def main(argv=None):
     print("| configuration | architecture | jit_compile | ms/step | images/s | CPU ms/step "
           "| first step s |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    for key in configs:
-        name, config = CONFIGS[key]
+    rows = [(CONFIGS[key][0], CONFIGS[key][1]) for key in configs]
+    if layer_counts:
+        rows = [(name.replace(f"{config['num_layers']} layers", f"{layers} layers"),
+                 dict(config, num_layers=layers))
+                for name, config in rows for layers in layer_counts]
+    for name, config in rows:
         for architecture in architectures:
             for jit in jit_modes:
                 try:

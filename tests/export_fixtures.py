@@ -50,18 +50,17 @@ def random_images(n, shape, levels, seed=1):
     return images
 
 
-def serialized_examples(images):
-    """tf.train.Examples in the data_prep format. None of them ends with a zero byte, so
+def serialized_examples(images, shape_features=True):
+    """tf.train.Examples in the data_prep format (the height, width and channels features
+    are optional for the serve_examples signature). None of them ends with a zero byte, so
     numpy's fixed-width bytes arrays (used for saved_model_cli) keep them intact."""
     out = []
     for image in images:
-        h, w, c = image.shape
         feature = {
-            "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image.tobytes()])),
-            "height": tf.train.Feature(int64_list=tf.train.Int64List(value=[h])),
-            "width": tf.train.Feature(int64_list=tf.train.Int64List(value=[w])),
-            "channels": tf.train.Feature(int64_list=tf.train.Int64List(value=[c])),
-        }
+            "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image.tobytes()]))}
+        if shape_features:
+            feature.update({key: tf.train.Feature(int64_list=tf.train.Int64List(value=[size]))
+                            for key, size in zip(("height", "width", "channels"), image.shape)})
         out.append(tf.train.Example(features=tf.train.Features(feature=feature))
                    .SerializeToString())
     assert not any(e.endswith(b"\0") for e in out)
@@ -96,10 +95,10 @@ def assert_outputs_match(got, want, where):
                                        err_msg=f"{where}: {key}")
 
 
-def write_requests(directory, images):
-    """inputs.npz for `CALL_EVERY_SIGNATURE` (the examples as one blob plus their lengths:
-    object arrays would need pickle)."""
-    examples = serialized_examples(images)
+def write_requests(directory, images, shape_features=True):
+    """inputs.npz for `call_every_signature` (the examples, see `serialized_examples`, as one
+    blob plus their lengths: object arrays would need pickle)."""
+    examples = serialized_examples(images, shape_features)
     np.savez(os.path.join(directory, "inputs.npz"), images=images,
              examples=np.frombuffer(b"".join(examples), np.uint8),
              lengths=np.array([len(e) for e in examples]))

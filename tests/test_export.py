@@ -391,6 +391,12 @@ def test_sample_cli(exported, tmp_path, capsys):
                                                   out_png], capsys)
         assert code == 1 and message in err and len(err.strip().splitlines()) == 1, (args, err)
         assert not out_png.exists()
+    for args, message in ((["--num", "0"], "--num: expected a positive integer, got 0"),
+                          (["--temperature", "-1"], "--temperature"),
+                          (["--method", "fast"], "--method")):
+        code, _, err = run_main(sample_cli.main, ["--saved-model", path, *args, "--out",
+                                                  tmp_path / "bad.png"], capsys)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (args, err)
     code, _, err = run_main(sample_cli.main, ["--saved-model", tmp_path, "--out",
                                               tmp_path / "x.png"], capsys)
     assert code == 1 and "saved_model.pb" in err

@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 
 import train
+from cli_fixtures import run_main
 from pixelrnn_tf import training
 from pixelrnn_tf.config import PRESETS, TrainConfig, get_preset
 
@@ -41,13 +42,7 @@ def run_train(*args, check=True):
 
 
 def main_in_process(capsys, *args):
-    capsys.readouterr()
-    try:
-        code = train.main([str(a) for a in args])
-    except SystemExit as e:  # argparse
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_main(train.main, args, capsys)
 
 
 def scalar_series(logdir, tag):
