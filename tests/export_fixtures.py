@@ -129,6 +129,37 @@ def call_every_signature(export_dir, known_pixels):
     """)
 
 
+def tf1_session_requests(export_dir):
+    """Script lines that send requests through a TF1 session, as TF Serving's C++ loader and
+    Session::Run do (neither checks feeds against the signature: the in-graph checks must).
+
+    The script must define `good` ({input name: value} for every signature's inputs) and
+    `cases` ([(signature, input name, bad value)]). Per case the signature runs on the good
+    request (its "images" output, else "log_prob", is saved to tf1_<signature>.npy), then
+    with the one bad input; prints "rejected <signature> <input> <error>" or "ACCEPTED ..."."""
+    return textwrap.dedent(f"""
+        from tensorflow.core.protobuf import config_pb2
+        with tf.Graph().as_default() as graph, tf.compat.v1.Session(graph=graph) as sess:
+            meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], {str(export_dir)!r})
+            for signature, bad_key, bad_value in cases:
+                sig = meta.signature_def[signature]
+                keys = sorted(sig.inputs)
+                options = config_pb2.CallableOptions()
+                options.feed.extend(sig.inputs[k].name for k in keys)
+                fetch = sorted(sig.outputs)
+                options.fetch.extend(sig.outputs[k].name for k in fetch)
+                run = sess._make_callable_from_options(options)
+                out = run(*(good[k] for k in keys))
+                np.save(f"tf1_{{signature}}.npy", out[fetch.index(
+                    "images" if "images" in fetch else "log_prob")])
+                try:
+                    run(*(bad_value if k == bad_key else good[k] for k in keys))
+                    print("ACCEPTED", signature, bad_key)
+                except tf.errors.InvalidArgumentError as e:
+                    print("rejected", signature, bad_key, str(e).splitlines()[0])
+    """)
+
+
 # Script lines that fail if the subprocess imported this project or Keras after all.
 ASSERT_NO_PROJECT_LOADED = textwrap.dedent("""
     leaked = sorted(m for m in sys.modules

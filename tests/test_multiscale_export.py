@@ -20,7 +20,8 @@ from export_fixtures import (ASSERT_NO_PROJECT_LOADED, NO_PROJECT, NUM_SAMPLES, 
                              TEMPERATURE, assert_outputs_match,
                              assert_saved_outputs_match, call_every_signature,
                              expected_outputs, random_images, randomize_weights,
-                             run_process, run_saved_model_cli, write_requests)
+                             run_process, run_saved_model_cli, tf1_session_requests,
+                             write_requests)
 from pixelrnn_tf import MultiScalePixelRNN, PixelRNN, sampling, serving
 from pixelrnn_tf import sample as sample_cli
 
@@ -98,7 +99,6 @@ def test_signatures_without_the_project_and_in_a_tf1_session(exported, tmp_path)
     images = images_for(2)
     write_requests(tmp_path, images, shape_features=False)  # only the image feature
     script = NO_PROJECT + call_every_signature(path, KNOWN) + textwrap.dedent(f"""
-        from tensorflow.core.protobuf import config_pb2
         images = inputs["images"]
         good = dict(images=images, known_pixels=np.int32({KNOWN}), seed=np.int64({SEED}),
                     temperature=np.float32({TEMPERATURE}), num_samples=np.int32({NUM_SAMPLES}))
@@ -110,25 +110,7 @@ def test_signatures_without_the_project_and_in_a_tf1_session(exported, tmp_path)
             ("sample", "num_samples", np.array([2, 2], np.int32)),
             ("sample", "temperature", np.float32(0)),
         ]
-        with tf.Graph().as_default() as graph, tf.compat.v1.Session(graph=graph) as sess:
-            meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], {path!r})
-            for signature, bad_key, bad_value in cases:
-                sig = meta.signature_def[signature]
-                keys = sorted(sig.inputs)
-                options = config_pb2.CallableOptions()
-                options.feed.extend(sig.inputs[k].name for k in keys)
-                fetch = sorted(sig.outputs)
-                options.fetch.extend(sig.outputs[k].name for k in fetch)
-                run = sess._make_callable_from_options(options)
-                out = run(*(good[k] for k in keys))
-                np.save(f"tf1_{{signature}}.npy", out[fetch.index(
-                    "images" if "images" in fetch else "log_prob")])
-                try:
-                    run(*(bad_value if k == bad_key else good[k] for k in keys))
-                    print("ACCEPTED", signature, bad_key)
-                except tf.errors.InvalidArgumentError as e:
-                    print("rejected", signature, bad_key, str(e).splitlines()[0])
-    """) + ASSERT_NO_PROJECT_LOADED
+    """) + tf1_session_requests(path) + ASSERT_NO_PROJECT_LOADED
     result = run_process([sys.executable, "-c", script], tmp_path)
     assert result.returncode == 0 and "done" in result.stdout, result.stderr[-3000:]
     assert "ACCEPTED" not in result.stdout and result.stdout.count("rejected") == 6, \
