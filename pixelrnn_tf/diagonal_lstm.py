@@ -163,6 +163,16 @@ class _Layout:
         return tf.pad(v[..., self.batch:], [[0, 0], [0, 0], [0, self.batch]])
 
 
+def _matmul_per_direction(a, b, num_dirs, transpose_b=False):
+    """tf.matmul of [D, m, k] and [D, k, n] (or [D, n, k] with transpose_b). With one
+    direction it is a 2-D matmul: the graph executor runs a batched matmul of batch 1 ~1.4x
+    slower (plain loops: inference, SavedModels). Inside XLA, where both directions share a
+    loop, the batched matmul is faster than two 2-D ones."""
+    if num_dirs == 1:
+        return tf.matmul(a[0], b[0], transpose_b=transpose_b)[None]
+    return tf.matmul(a, b, transpose_b=transpose_b)
+
+
 def _scan_forward(inputs, kernel, initial_h, initial_c, geo):
     """The forward loops. inputs [Dx, B, H, W, C]; kernel [D, 2u + C, 4u] (rows: state
     above, state beside, input); initial_h, initial_c [D, u].
@@ -196,7 +206,8 @@ def _scan_forward(inputs, kernel, initial_h, initial_c, geo):
                            lay.column(inputs_table, t, r0, r1, geo.channels, lay.source)], 1)
             # cells left of the image keep the initial state
             keep = (started(t), h_start, c_start) if masked else None
-            h, c, (q, w, f) = lstm_step(tf.matmul(kernel_t, n), c, half, keep)
+            gates = _matmul_per_direction(kernel_t, n, lay.num_dirs)
+            h, c, (q, w, f) = lstm_step(gates, c, half, keep)
             return k + 1, h, c, hs.write(k, h), qs.write(k, q), ws.write(k, w), fs.write(k, f)
 
         arrays = tuple(tf.TensorArray(dtype, size=t1 - t0) for _ in range(4))
@@ -251,8 +262,8 @@ def _scan_backward(inputs, kernel, initial_h, initial_c, saved, d_hidden, geo):
             h_prev = h_prev_all[j]
             n = tf.concat([lay.shift_down(h_prev, top), h_prev,
                            lay.column(inputs_table, t, r0, r1, channels, lay.source)], 1)
-            d_kernel = d_kernel + tf.matmul(n, dz, transpose_b=True)
-            dn = tf.matmul(kernel, dz)
+            d_kernel = d_kernel + _matmul_per_direction(n, dz, lay.num_dirs, transpose_b=True)
+            dn = _matmul_per_direction(kernel, dz, lay.num_dirs)
             d_up = dn[:, :units]
             return (k + 1, dn[:, units:2 * units] + lay.shift_up(d_up), dc, rest_h, rest_c,
                     d_top + d_up[..., :batch], d_kernel, dxs.write(j, dn[:, 2 * units:]))
