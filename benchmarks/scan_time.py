@@ -14,7 +14,6 @@ medians.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -25,6 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from pixelrnn_tf.cli import ArgumentParser, positive_int  # noqa: E402
 from pixelrnn_tf.diagonal_lstm import phase_windows, scan_directions  # noqa: E402
 
 
@@ -40,16 +40,12 @@ def median_ms(function, steps):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--size", type=int, default=28, help="image height and width")
-    parser.add_argument("--units", type=int, default=16, help="h")
-    parser.add_argument("--steps", type=int, default=20, help="timed calls per row")
+    parser = ArgumentParser(prog="scan_time.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=positive_int, default=16)
+    parser.add_argument("--size", type=positive_int, default=28, help="image height and width")
+    parser.add_argument("--units", type=positive_int, default=16, help="h")
+    parser.add_argument("--steps", type=positive_int, default=20, help="timed calls per row")
     args = parser.parse_args(argv)
-    if min(args.batch, args.size, args.units, args.steps) < 1:
-        print("scan_time.py: error: --batch, --size, --units and --steps must be >= 1",
-              file=sys.stderr)
-        return 2
     b, n, u = args.batch, args.size, args.units
     channels = 2 * u + 1  # the block's 2h input maps and the constant-one bias channel
     rng = np.random.default_rng(0)

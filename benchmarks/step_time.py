@@ -27,12 +27,17 @@ import tensorflow as tf  # noqa: E402
 from pixelrnn_tf import ARCHITECTURES, PixelRNN  # noqa: E402
 
 CONFIGS = {
-    "mnist": ("mnist 28x28x1 L=2 7 layers h=16",
-              dict(image_shape=(28, 28, 1), levels=2, num_layers=7, hidden_dim=16)),
-    "colour": ("colour 32x32x3 L=256 4 layers h=32",
-               dict(image_shape=(32, 32, 3), levels=256, num_layers=4, hidden_dim=32)),
+    "mnist": dict(image_shape=(28, 28, 1), levels=2, num_layers=7, hidden_dim=16),
+    "colour": dict(image_shape=(32, 32, 3), levels=256, num_layers=4, hidden_dim=32),
 }
 JIT_MODES = {"off": False, "on": True}
+
+
+def describe(key, config):
+    """The table's configuration column, e.g. "mnist 28x28x1 L=2 7 layers h=16"."""
+    shape = "x".join(str(d) for d in config["image_shape"])
+    return (f"{key} {shape} L={config['levels']} {config['num_layers']} layers "
+            f"h={config['hidden_dim']}")
 
 
 def make_train_step(model, jit_compile):
@@ -107,11 +112,10 @@ def main(argv=None):
         configs = parse_list(args.configs.replace("all", ",".join(CONFIGS)), list(CONFIGS),
                              "configs")
         jit_modes = parse_list(args.jit, list(JIT_MODES), "jit")
-        items = [v.strip() for v in args.layers.split(",") if v.strip()]
-        if not all(v.isdigit() and int(v) >= 1 for v in items):
+        layers = [v.strip() for v in args.layers.split(",") if v.strip()]
+        if not all(v.isdigit() and int(v) >= 1 for v in layers):
             raise ValueError(f"--layers must be comma-separated positive integers, got "
                              f"{args.layers!r}")
-        layer_counts = [int(v) for v in items]
     except ValueError as err:
         print(f"step_time.py: error: {err}", file=sys.stderr)
         return 2
@@ -125,12 +129,10 @@ def main(argv=None):
     print("| configuration | architecture | jit_compile | ms/step | images/s | CPU ms/step "
           "| first step s |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    rows = [(CONFIGS[key][0], CONFIGS[key][1]) for key in configs]
-    if layer_counts:
-        rows = [(name.replace(f"{config['num_layers']} layers", f"{layers} layers"),
-                 dict(config, num_layers=layers))
-                for name, config in rows for layers in layer_counts]
-    for name, config in rows:
+    rows = [(key, dict(CONFIGS[key], num_layers=int(n)) if n else CONFIGS[key])
+            for key in configs for n in (layers or [None])]
+    for key, config in rows:
+        name = describe(key, config)
         for architecture in architectures:
             for jit in jit_modes:
                 try:

@@ -165,9 +165,11 @@ class _Layout:
 
 def _matmul_per_direction(a, b, num_dirs, transpose_b=False):
     """tf.matmul of [D, m, k] and [D, k, n] (or [D, n, k] with transpose_b). With one
-    direction it is a 2-D matmul: the graph executor runs a batched matmul of batch 1 ~1.4x
-    slower (plain loops: inference, SavedModels). Inside XLA, where both directions share a
-    loop, the batched matmul is faster than two 2-D ones."""
+    direction (every plain loop: inference, SavedModels) it is a 2-D matmul, which made one
+    layer's inference forward 1.5x faster than the batched matmul of batch 1
+    (`benchmarks/scan_time.py`). With both directions in one loop (inside a jit-compiled
+    step) it stays batched: two 2-D matmuls made that step slower (README, train-step
+    benchmark)."""
     if num_dirs == 1:
         return tf.matmul(a[0], b[0], transpose_b=transpose_b)[None]
     return tf.matmul(a, b, transpose_b=transpose_b)

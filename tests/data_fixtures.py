@@ -9,10 +9,7 @@ import struct
 import numpy as np
 import pytest
 
-try:
-    from tests.cli_fixtures import run_main
-except ImportError:  # tests/ itself on sys.path (pytest's rootdir-relative import mode)
-    from cli_fixtures import run_main
+from cli_fixtures import run_main
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
