@@ -5,7 +5,8 @@
     python benchmarks/report.py results/runs/* --out results --figures
 
 Every run directory is a `train.py --workdir`. Writes, into --out:
-  <run>.json       config, data checksum, steps, wall time, validation/test NLL and bits/dim
+  <run>.json       config (and the settings changed on resume, with their step), data
+                   checksum, steps, wall time, validation/test NLL and bits/dim
   results.md       the table (paper numbers side by side)
   curves.png       validation (solid) and training (dotted) bits/dim against training hours
                    (wall clock; gaps over 30 min between summaries, i.e. stops, left out)
@@ -118,6 +119,7 @@ def summarize(run_dir):
         "data_dir": data_dir,
         "data_checksum": checksum,
         "config": config,
+        "config_changes": saved.get("changes", []),
         "steps": max([s for _, s, _ in train + valid_bits] or [0]),
         "wall_hours": wall / 3600.0,
         "best_validation_nats": min([v for _, _, v in valid_nats], default=None),

@@ -233,9 +233,16 @@ def from_dict(values: dict, where: str = "config") -> TrainConfig:
     return TrainConfig(**values)
 
 
+def changed_settings(saved: TrainConfig, new: TrainConfig) -> dict:
+    """Every key whose value differs, in field order: {key: [saved value, new value]}."""
+    return {f.name: [getattr(saved, f.name), getattr(new, f.name)]
+            for f in dataclasses.fields(TrainConfig)
+            if getattr(saved, f.name) != getattr(new, f.name)}
+
+
 def incompatible_keys(saved: TrainConfig, new: TrainConfig) -> list[str]:
     """Model keys whose values differ: a run with `new` cannot resume checkpoints of `saved`."""
-    return [k for k in MODEL_KEYS if getattr(saved, k) != getattr(new, k)]
+    return [k for k in changed_settings(saved, new) if k in MODEL_KEYS]
 
 
 def describe_keys() -> str:

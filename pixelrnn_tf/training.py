@@ -53,8 +53,8 @@ import numpy as np
 import tensorflow as tf
 
 from pixelrnn_tf import data
-from pixelrnn_tf.config import (ConfigError, TrainConfig, check_data_shape, from_dict,
-                                incompatible_keys, to_dict)
+from pixelrnn_tf.config import (ConfigError, TrainConfig, changed_settings, check_data_shape,
+                                from_dict, incompatible_keys, to_dict)
 from pixelrnn_tf.losses import nats_to_bits_per_dim
 from pixelrnn_tf.model import PixelRNN
 from pixelrnn_tf.multiscale import MultiScalePixelRNN
@@ -135,12 +135,25 @@ def read_workdir_config(workdir: str):
     return from_dict(raw["config"], where=path), spec
 
 
-def write_workdir_config(workdir: str, config: TrainConfig, spec: DataSpec):
+def write_workdir_config(workdir: str, config: TrainConfig, spec: DataSpec,
+                         change: dict | None = None):
+    """Writes WORKDIR/config.json. Its "changes" list keeps how the run was trained when a
+    resume changed settings: `change`, {"step": s, "changed": {key: [old, new]}}, is appended
+    to the list already in the file."""
     os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, CONFIG_NAME)
+    changes = []
+    if os.path.exists(path):
+        with open(path) as f:
+            changes = json.load(f).get("changes", [])
+    if change:
+        changes.append(change)
     raw = {"format": WORKDIR_FORMAT, "version": WORKDIR_VERSION, "config": to_dict(config),
            "data": {"data_dir": os.path.abspath(spec.data_dir), "dataset": spec.dataset,
                     "image_shape": list(spec.image_shape), "levels": spec.levels}}
-    _write_atomic(os.path.join(workdir, CONFIG_NAME), json.dumps(raw, indent=2) + "\n")
+    if changes:
+        raw["changes"] = changes
+    _write_atomic(path, json.dumps(raw, indent=2) + "\n")
 
 
 def check_resumable(workdir: str, config: TrainConfig, spec: DataSpec, saved):
@@ -728,8 +741,6 @@ class Trainer:
             self.step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
             self.best_var = tf.Variable(math.inf, dtype=tf.float32, trainable=False,
                                         name="best_validation_nats")
-        if distribution.is_chief:  # the config is sound: the work directory may be written
-            write_workdir_config(workdir, config, spec)
         checkpoint = make_checkpoint(self.model, optimizer=self.optimizer, step=self.step_var,
                                      best_validation_nats=self.best_var)
         self.checkpoints = Checkpoints(workdir, checkpoint, config.keep_checkpoints,
@@ -740,6 +751,13 @@ class Trainer:
             # rate of this run's config wins.
             self.optimizer.learning_rate = config.learning_rate
         self.step = int(self.step_var.numpy())
+        changed = changed_settings(saved[0], config) if restored and saved else {}
+        if changed:
+            self.log(f"settings changed at step {self.step}: " + ", ".join(
+                f"{key} {old!r} -> {new!r}" for key, (old, new) in changed.items()))
+        if distribution.is_chief:  # the config is sound: the work directory may be written
+            write_workdir_config(workdir, config, spec,
+                                 {"step": self.step, "changed": changed} if changed else None)
         self.best_nats = self.checkpoints.best_nats()
         start = f"resuming from {restored} (step {self.step})" if restored else \
             "training from scratch"

@@ -116,3 +116,12 @@ def test_help_text_lists_every_key_and_preset():
     presets = config_lib.describe_presets()
     for name in config_lib.PRESETS:
         assert f"  {name}:" in presets
+
+
+def test_changed_settings_lists_every_key_that_differs_with_both_values():
+    base = config_lib.get_preset("test")
+    assert config_lib.changed_settings(base, base) == {}
+    later = dataclasses.replace(base, train_steps=100, hidden_dim=8, lr_schedule="cosine")
+    assert config_lib.changed_settings(base, later) == {
+        "hidden_dim": [base.hidden_dim, 8], "train_steps": [base.train_steps, 100],
+        "lr_schedule": [base.lr_schedule, "cosine"]}

@@ -12,10 +12,7 @@ import time
 import numpy as np
 import pytest
 
-try:
-    from tests import data_fixtures as fx
-except ImportError:  # tests/ not a package and the root not on sys.path
-    import data_fixtures as fx
+import data_fixtures as fx
 
 from data_prep import convert as convert_mod
 from data_prep import sources

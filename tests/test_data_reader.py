@@ -9,10 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-try:
-    from tests import data_fixtures as fx
-except ImportError:  # tests/ not a package and the root not on sys.path
-    import data_fixtures as fx
+import data_fixtures as fx
 
 from data_prep.convert import convert
 from pixelrnn_tf import data

@@ -10,10 +10,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-try:
-    from tests.data_fixtures import read_split
-except ImportError:  # tests/ itself on sys.path (pytest's rootdir-relative import mode)
-    from data_fixtures import read_split
+from data_fixtures import read_split
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -31,7 +28,8 @@ def fake_run(path):
     config = {"architecture": "diagonal_bilstm", "num_layers": 7, "hidden_dim": 16}
     with open(os.path.join(path, "config.json"), "w") as f:
         json.dump({"config": config, "data": {"data_dir": "/nonexistent",
-                                              "dataset": "binarized_mnist"}}, f)
+                                              "dataset": "binarized_mnist"},
+                   "changes": [{"step": 200, "changed": {"train_steps": [900, 300]}}]}, f)
     with open(os.path.join(path, "eval_test.json"), "w") as f:
         json.dump({"split": "test", "num_images": 10, "nats": 85.5, "bits_per_dim": 0.157}, f)
     for split, values in (("train", [0.30, 0.20, 0.18]), ("validation", [0.25, 0.19])):
@@ -51,6 +49,7 @@ def test_report_table_json_and_curves(tmp_path, capsys):
     assert report.main([run, "--out", out]) == 0
     summary = json.load(open(os.path.join(out, "mnist_diag.json")))
     assert summary["steps"] == 300
+    assert summary["config_changes"] == [{"step": 200, "changed": {"train_steps": [900, 300]}}]
     assert abs(summary["best_validation_bits_per_dim"] - 0.19) < 1e-6
     assert summary["eval_test"]["nats"] == 85.5
     table = open(os.path.join(out, "results.md")).read()

@@ -150,11 +150,23 @@ def test_evaluate_equals_an_independent_computation(trained, digits):
     assert written["step"] == 6
 
 
-def test_rerun_resumes_and_refuses_incompatible_settings(trained, digits):
+def test_rerun_resumes_and_refuses_incompatible_settings(trained, digits, capsys):
     workdir, config, _ = trained
     longer = dataclasses.replace(config, train_steps=8, image_every_epochs=0, jit_compile="off")
     assert training.train_and_evaluate(longer, workdir, digits)["step"] == 8
     assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")).endswith("ckpt-8")
+    # config.json is the new config plus the record of what changed at which step.
+    assert "settings changed at step 6: train_steps 6 -> 8, image_every_epochs " \
+        f"{config.image_every_epochs} -> 0" in capsys.readouterr().out
+    assert training.read_workdir_config(workdir)[0] == longer
+    expected = [{"step": 6, "changed": {"train_steps": [6, 8],
+                                        "image_every_epochs": [config.image_every_epochs, 0],
+                                        "jit_compile": [config.jit_compile, "off"]}}]
+    with open(os.path.join(workdir, "config.json")) as f:
+        assert json.load(f)["changes"] == expected
+    training.train_and_evaluate(longer, workdir, digits)  # same settings: nothing to record
+    with open(os.path.join(workdir, "config.json")) as f:
+        assert json.load(f)["changes"] == expected
     with pytest.raises(training.TrainingError, match=r"hidden_dim=4 \(now 8\)"):
         training.train_and_evaluate(dataclasses.replace(longer, hidden_dim=8), workdir, digits)
 
