@@ -13,7 +13,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from pixelrnn_tf.cli import ArgumentParser  # noqa: E402
+from pixelrnn_tf.cli import ArgumentParser, positive_int  # noqa: E402
 
 EXIT_ERROR = 1
 EXIT_PREEMPTED = 143  # 128 + SIGTERM: stopped cleanly after saving a checkpoint
@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "resuming, else demo)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override one config key (repeatable)")
+    parser.add_argument("--stop-at-step", type=positive_int, metavar="N",
+                        help="end this run at step N with a checkpoint (the learning-rate "
+                        "schedule still runs over train_steps; rerun to continue)")
     parser.add_argument("--evaluate", metavar="SPLIT",
                         help="evaluate a checkpoint on the whole split instead of training; "
                         "writes WORKDIR/eval_SPLIT.json (a Multi-Scale run: also its terms "
@@ -107,6 +110,8 @@ def main(argv=None) -> int:
             raise ConfigError("--checkpoint only applies to --evaluate (training always "
                               "resumes from the latest checkpoint)")
         if args.evaluate is not None:
+            if args.stop_at_step is not None:
+                raise ConfigError("--stop-at-step only applies to training")
             if args.preset is not None:
                 raise ConfigError("--preset cannot be combined with --evaluate (the config "
                                   "is read from WORKDIR/config.json)")
@@ -124,7 +129,7 @@ def main(argv=None) -> int:
         if args.data is None and saved is None:
             raise ConfigError("--data DIR is required (no WORKDIR/config.json to resume from)")
         config = resolve_config(args.preset, args.overrides, saved)
-        training.train_and_evaluate(config, args.workdir, args.data)
+        training.train_and_evaluate(config, args.workdir, args.data, args.stop_at_step)
         return 0
     except training.Preempted as e:
         print(f"train.py: {e}", file=sys.stderr)

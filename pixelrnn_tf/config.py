@@ -71,6 +71,10 @@ class TrainConfig:
                                    "this value; 0 turns clipping off")
     seed: int = _field(0, "seed of the initial weights, the data order and the binarization")
 
+    train_split: str = _field("train", "split(s) trained on; join several with '+', e.g. "
+                                       "train+validation for a final model (then set "
+                                       "validation_split='')")
+
     # Evaluation, checkpoints, monitoring.
     validation_split: str = _field("validation", "split evaluated during training ('' for none)")
     eval_every_epochs: int = _field(1, "evaluate the validation split every N epochs")
@@ -135,6 +139,13 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError(f"clip_norm must be >= 0, got {config.clip_norm}")
     if not config.sample_temperature > 0:
         raise ConfigError(f"sample_temperature must be > 0, got {config.sample_temperature}")
+    train_parts = config.train_split.split("+")
+    if not all(train_parts):
+        raise ConfigError(f"train_split={config.train_split!r} must be split names joined by '+'")
+    if config.validation_split in train_parts:
+        raise ConfigError(f"validation_split {config.validation_split!r} is part of train_split "
+                          f"{config.train_split!r}: its NLL would not be held out; set "
+                          "validation_split='' (or another split)")
     if config.warmup_steps and config.lr_schedule != "cosine":
         raise ConfigError("warmup_steps needs lr_schedule=cosine")
     if config.warmup_steps >= config.train_steps:

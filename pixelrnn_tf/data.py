@@ -79,11 +79,20 @@ class Manifest:
     raw: dict
 
     def split(self, name: str) -> SplitInfo:
-        if name not in self.splits:
-            raise DataError(
-                f"{self.data_dir}: no split {name!r} (it has: {', '.join(self.splits)})"
-            )
-        return self.splits[name]
+        """One split, or several joined by '+' ("train+validation": their shards in turn)."""
+        parts = name.split("+")
+        for part in parts:
+            if part not in self.splits:
+                raise DataError(
+                    f"{self.data_dir}: no split {part!r} (it has: {', '.join(self.splits)})"
+                )
+        if len(set(parts)) < len(parts):
+            raise DataError(f"{self.data_dir}: split {name!r} names a split twice")
+        if len(parts) == 1:
+            return self.splits[name]
+        infos = [self.splits[part] for part in parts]
+        return SplitInfo(name, sum(i.num_examples for i in infos),
+                         tuple(shard for i in infos for shard in i.shards))
 
     def shard_paths(self, split: str) -> list[str]:
         return [_join(self.data_dir, s.file) for s in self.split(split).shards]
@@ -292,7 +301,8 @@ def make_dataset(
 
     Args:
       data_dir: dataset directory (holding manifest.json); any tf.io.gfile path.
-      split: split name, e.g. "train", "validation", "test".
+      split: split name, e.g. "train", "validation", "test", or several joined by '+'
+        ("train+validation": one split holding all their images).
       batch_size: images per batch (per input pipeline).
       training: True: shuffle, repeat (`num_epochs`, default forever), drop the last partial
         batch so every batch is full (static batch dimension); unless `deterministic`,

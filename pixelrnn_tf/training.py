@@ -93,10 +93,11 @@ class DataSpec:
         return f"{'x'.join(map(str, self.image_shape))} images with {self.levels} levels"
 
 
-def resolve_data(config: TrainConfig, data_dir: str, splits=("train",)) -> DataSpec:
-    """Reads the manifest; checks that the shards of `splits` (and of the validation split)
-    are all there, before anything is written."""
+def resolve_data(config: TrainConfig, data_dir: str, splits=None) -> DataSpec:
+    """Reads the manifest; checks that the shards of `splits` (default: the train split) and
+    of the validation split are all there, before anything is written."""
     manifest = data.read_manifest(data_dir)
+    splits = (config.train_split,) if splits is None else splits
     if config.validation_split and config.validation_split not in manifest.splits:
         raise ConfigError(
             f"{data_dir} has no split {config.validation_split!r} (it has: "
@@ -707,8 +708,11 @@ class Trainer:
     `train_and_evaluate` is the entry point; the class only keeps the run's state together.
     """
 
-    def __init__(self, config: TrainConfig, workdir: str, data_dir: str | None = None):
+    def __init__(self, config: TrainConfig, workdir: str, data_dir: str | None = None,
+                 stop_at_step: int | None = None):
         workdir = str(workdir)
+        # This run ends here; the learning-rate schedule still runs over train_steps.
+        self.end_step = min(config.train_steps, stop_at_step or config.train_steps)
         if os.path.exists(workdir) and not os.path.isdir(workdir):
             raise TrainingError(f"--workdir {workdir} is a file, not a directory")
         saved = read_workdir_config(workdir)
@@ -727,7 +731,7 @@ class Trainer:
                               f"number of replicas ({replicas})")
         eval_batch = config.eval_batch_size or 4 * config.batch_size
         self.eval_batch = max(replicas, eval_batch - eval_batch % replicas)
-        num_train = data.read_manifest(data_dir).num_examples("train")
+        num_train = data.read_manifest(data_dir).num_examples(config.train_split)
         self.steps_per_epoch = config.steps_per_epoch or max(1, num_train // config.batch_size)
         self.num_epochs = -(-config.train_steps // self.steps_per_epoch)
         jit = use_jit(config, distribution)
@@ -791,7 +795,7 @@ class Trainer:
         start_step = self.step
         try:
             with _sigterm_flag() as flag:
-                while self.step < config.train_steps:
+                while self.step < self.end_step:
                     self.run_epoch(flag)
                 if self.step > start_step:
                     if config.validation_split and self.last_validated != self.step:
@@ -803,6 +807,8 @@ class Trainer:
                 elif start_step >= config.train_steps:
                     self.log(f"already trained to step {self.step} (train_steps="
                              f"{config.train_steps}); raise train_steps to train longer")
+                else:
+                    self.log(f"already at step {self.step} (stop at step {self.end_step})")
         finally:
             self.summaries.close()
 
@@ -823,6 +829,8 @@ class Trainer:
                     **({"terms": terms} if terms else {}),
                     "checkpoint": self.results["checkpoint"], "step": self.step,
                     "max_batches": config.eval_batches or None})
+        if self.step < config.train_steps:
+            self.log(f"stopped at step {self.step} of {config.train_steps}: rerun to continue")
         self.log(f"done at step {self.step}: checkpoints in {self.checkpoints.directory}, "
                  f"final model {final_model}; TensorBoard: tensorboard --logdir {self.workdir}")
         return self.results
@@ -832,10 +840,10 @@ class Trainer:
         worker got SIGTERM, TrainingError on a non-finite loss."""
         config, chief = self.config, self.distribution.is_chief
         epoch, offset = divmod(self.step, self.steps_per_epoch)
-        count = min(self.steps_per_epoch - offset, config.train_steps - self.step)
-        dataset = distributed_dataset(self.distribution, self.spec, config, "train", True,
-                                      config.batch_size, seed=epoch_seed(config.seed, epoch),
-                                      skip_steps=offset)
+        count = min(self.steps_per_epoch - offset, self.end_step - self.step)
+        dataset = distributed_dataset(self.distribution, self.spec, config, config.train_split,
+                                      True, config.batch_size,
+                                      seed=epoch_seed(config.seed, epoch), skip_steps=offset)
         iterator = iter(dataset)
         show = config.progress_bar and chief
         if show:
@@ -920,8 +928,9 @@ class Trainer:
         if not self.distribution.is_chief:
             return
         if self.originals is None:
-            self.originals = first_images(self.spec, self.config,
-                                          self.config.validation_split or "train", 8)
+            config = self.config
+            self.originals = first_images(self.spec, config,
+                                          config.validation_split or config.train_split, 8)
         grids = sample_grids(self.model, self.originals, self.config.num_image_samples,
                              self.config.seed, self.config.sample_temperature)
         self.summaries.images(self.step, grids, self.spec.levels)
@@ -934,8 +943,12 @@ class Trainer:
                                       else self.checkpoints.latest_path())
 
 
-def train_and_evaluate(config: TrainConfig, workdir: str, data_dir: str | None = None) -> dict:
+def train_and_evaluate(config: TrainConfig, workdir: str, data_dir: str | None = None,
+                       stop_at_step: int | None = None) -> dict:
     """Trains (or resumes) a PixelRNN on the data in `data_dir`, writing `workdir`.
+
+    `stop_at_step` ends this run early, at that step, with a checkpoint (as at the end); the
+    schedule is still the one over train_steps, so a rerun continues it.
 
     Validates every `eval_every_epochs` epochs and at the end, keeps the best checkpoint,
     writes TensorBoard summaries, the final WORKDIR/model.keras and
@@ -950,7 +963,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str, data_dir: str | None =
     Raises ConfigError / data.DataError / TrainingError with one-line messages, and
     Preempted on SIGTERM after saving a checkpoint.
     """
-    return Trainer(config, workdir, data_dir).run()
+    return Trainer(config, workdir, data_dir, stop_at_step).run()
 
 
 def save_keras_model(model, path):

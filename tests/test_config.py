@@ -82,6 +82,8 @@ def test_apply_overrides():
     (dict(final_lr_fraction=1.5), "final_lr_fraction must be in"),
     (dict(lr_schedule="constant", warmup_steps=10), "warmup_steps needs lr_schedule=cosine"),
     (dict(train_steps=10, warmup_steps=10), r"warmup_steps \(10\) must be < train_steps"),
+    (dict(train_split="train+"), "must be split names joined by"),
+    (dict(train_split="train+validation"), "validation_split 'validation' is part of"),
 ])
 def test_validation_names_the_key(changes, message):
     with pytest.raises(ConfigError, match=message):

@@ -86,6 +86,27 @@ def test_training_shuffles_repeats_full_batches(ids_dir):
     assert counts.min() >= 2 and counts.max() <= 4
 
 
+def test_splits_joined_with_plus_read_as_one(tmp_path):
+    """"train+validation" is one split holding the images of both (a final model's data)."""
+    np.save(tmp_path / "x.npy", fx.ids_images(N))
+    d = str(tmp_path / "ds")
+    convert([f"npy:{tmp_path / 'x.npy'}"], d, val_fraction=0.3, shards=2, seed=0,
+            log=lambda m: None)
+    m = data.read_manifest(d)
+    joined = m.split("train+validation")
+    assert joined.num_examples == N == m.num_examples("train") + m.num_examples("validation")
+    assert joined.shards == m.split("train").shards + m.split("validation").shards
+    ds = data.make_dataset(d, "train+validation", batch_size=10, training=False)
+    assert sorted(np.concatenate(ids_of(ds))) == list(range(N))  # every image once
+    ds = data.make_dataset(d, "train+validation", batch_size=10, training=True, num_epochs=1,
+                           seed=0, shuffle_buffer=N)
+    assert len(set(np.concatenate(ids_of(ds)))) == 100  # one epoch of both, last batch dropped
+    with pytest.raises(data.DataError, match="no split 'nope'"):
+        data.make_dataset(d, "train+nope", batch_size=10, training=False)
+    with pytest.raises(data.DataError, match="'train\\+train' names a split twice"):
+        m.split("train+train")
+
+
 def test_num_epochs_bounds_training(ids_dir):
     ds = data.make_dataset(str(ids_dir / "none"), "train", batch_size=10, training=True,
                            num_epochs=2, seed=0)

@@ -63,7 +63,8 @@ def test_help_documents_every_key_and_preset(capsys):
     assert "--evaluate SPLIT" in out and "TF_CONFIG" in out and "tensorboard --logdir" in out
 
 
-@pytest.mark.parametrize("args", [["--data", "x"], ["--workdir", "w", "--bogus"]])
+@pytest.mark.parametrize("args", [["--data", "x"], ["--workdir", "w", "--bogus"],
+                                  ["--workdir", "w", "--stop-at-step", "0"]])
 def test_bad_flags_exit_2(capsys, args):
     code, _, err = main_in_process(capsys, *args)
     assert code == 2 and err.count("\n") == 1 and "error:" in err
@@ -136,6 +137,9 @@ def test_resume_with_other_data_or_model_is_one_line(capsys, tmp_path, digits):
     _one_line_error(code, err, "no config.json; train first")
     code, _, err = main_in_process(capsys, "--workdir", workdir, "--checkpoint", "best")
     _one_line_error(code, err, "--checkpoint only applies to --evaluate")
+    code, _, err = main_in_process(capsys, "--workdir", workdir, "--evaluate", "test",
+                                   "--stop-at-step", "5")
+    _one_line_error(code, err, "--stop-at-step only applies to training")
 
 
 def test_one_and_two_replicas_follow_the_same_trajectory(capsys, tmp_path, digits):

@@ -218,6 +218,27 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(trained, digit
     assert all(np.isfinite(v.numpy()).all() for v in model.variables)
 
 
+def test_train_on_joined_splits_and_stop_at_a_step(digits, tmp_path, capsys):
+    """A final model's run: train+validation, no validation, stopped early then resumed to
+    the same weights as a run straight through (the schedule runs over train_steps)."""
+    config = dataclasses.replace(
+        config_lib.get_preset("test"), train_split="train+validation", validation_split="",
+        steps_per_epoch=0, batch_size=64, train_steps=5, image_every_epochs=0)
+    straight = str(tmp_path / "straight")
+    training.train_and_evaluate(config, straight, digits)
+    stopped = str(tmp_path / "stopped")
+    assert training.train_and_evaluate(config, stopped, digits, stop_at_step=3)["step"] == 3
+    assert "stopped at step 3 of 5: rerun to continue" in capsys.readouterr().out
+    assert tf.train.latest_checkpoint(os.path.join(stopped, "checkpoints")).endswith("ckpt-3")
+    trainer = training.Trainer(config, stopped, digits)
+    num_images = read_split(digits, "train").shape[0] + read_split(digits, "validation").shape[0]
+    assert trainer.steps_per_epoch == num_images // 64  # both splits make the epoch
+    assert trainer.run()["step"] == 5
+    for a, b in zip(training.load_model(straight).weights, training.load_model(stopped).weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+    assert not os.path.exists(os.path.join(stopped, "eval_validation.json"))
+
+
 def test_learning_rate_schedules():
     base = config_lib.get_preset("test")
     cosine = training.make_learning_rate(dataclasses.replace(
