@@ -139,16 +139,17 @@ def fmt(value, digits=2):
 
 
 def table(results):
-    lines = ["| run | data | architecture | layers x h | steps | wall h | valid nats "
-             "(best) | valid bits/dim | test nats | test bits/dim | paper |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| run | data | trained on | architecture | layers x h | steps | wall h | valid "
+             "nats (best) | valid bits/dim | test nats | test bits/dim | paper |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
         c = r["config"]
         test = r.get("eval_test", {})
         paper = PAPER.get((r["dataset"] or "", c.get("architecture")))
         paper_text = f"{paper[0]} {paper[1]} {paper[2]}".strip() if paper else ""
         lines.append(
-            f"| {r['run']} | {r['dataset']} | {c.get('architecture')} | "
+            f"| {r['run']} | {r['dataset']} | {c.get('train_split', 'train')} | "
+            f"{c.get('architecture')} | "
             f"{c.get('num_layers')} x {c.get('hidden_dim')} | {r['steps']} | "
             f"{r['wall_hours']:.2f} | {fmt(r['best_validation_nats'])} | "
             f"{fmt(r['best_validation_bits_per_dim'], 4)} | {fmt(test.get('nats'))} | "

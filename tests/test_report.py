@@ -23,9 +23,9 @@ def load_report():
     return module
 
 
-def fake_run(path):
+def fake_run(path, **config):
     os.makedirs(path)
-    config = {"architecture": "diagonal_bilstm", "num_layers": 7, "hidden_dim": 16}
+    config = {"architecture": "diagonal_bilstm", "num_layers": 7, "hidden_dim": 16, **config}
     with open(os.path.join(path, "config.json"), "w") as f:
         json.dump({"config": config, "data": {"data_dir": "/nonexistent",
                                               "dataset": "binarized_mnist"},
@@ -53,8 +53,13 @@ def test_report_table_json_and_curves(tmp_path, capsys):
     assert abs(summary["best_validation_bits_per_dim"] - 0.19) < 1e-6
     assert summary["eval_test"]["nats"] == 85.5
     table = open(os.path.join(out, "results.md")).read()
-    assert "| mnist_diag | binarized_mnist | diagonal_bilstm | 7 x 16 | 300 |" in table
+    assert "| mnist_diag | binarized_mnist | train | diagonal_bilstm | 7 x 16 | 300 |" in table
     assert "85.50" in table and "79.2 nats" in table
+    final = str(tmp_path / "final")
+    fake_run(final, train_split="train+validation")
+    assert report.main([final, "--out", out]) == 0
+    table = open(os.path.join(out, "results.md")).read()
+    assert "| final | binarized_mnist | train+validation | diagonal_bilstm |" in table
     assert os.path.getsize(os.path.join(out, "curves.png")) > 1000
     assert "mnist_diag" in capsys.readouterr().out
 
