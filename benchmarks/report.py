@@ -147,6 +147,7 @@ def table(results):
         test = r.get("eval_test", {})
         paper = PAPER.get((r["dataset"] or "", c.get("architecture")))
         paper_text = f"{paper[0]} {paper[1]} {paper[2]}".strip() if paper else ""
+        # A config.json from before train_split existed: the run trained on "train".
         lines.append(
             f"| {r['run']} | {r['dataset']} | {c.get('train_split', 'train')} | "
             f"{c.get('architecture')} | "

@@ -79,7 +79,8 @@ class Manifest:
     raw: dict
 
     def split(self, name: str) -> SplitInfo:
-        """One split, or several joined by '+' ("train+validation": their shards in turn)."""
+        """One split, or several joined by '+' ("train+validation": all their shards, in that
+        order, as one split)."""
         parts = name.split("+")
         for part in parts:
             if part not in self.splits:

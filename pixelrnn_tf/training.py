@@ -627,14 +627,17 @@ class Checkpoints:
 
 
 class Summaries:
-    """TensorBoard writers WORKDIR/train and WORKDIR/validation (no-ops off the chief)."""
+    """TensorBoard writers WORKDIR/train and WORKDIR/validation (no-ops off the chief, and
+    for validation when the run has no validation split)."""
 
-    def __init__(self, workdir, is_chief):
-        if is_chief:
-            self.train = tf.summary.create_file_writer(os.path.join(workdir, "train"))
-            self.validation = tf.summary.create_file_writer(os.path.join(workdir, "validation"))
-        else:
-            self.train = self.validation = tf.summary.create_noop_writer()
+    def __init__(self, workdir, is_chief, validation):
+        def writer(name, wanted=True):
+            if is_chief and wanted:
+                return tf.summary.create_file_writer(os.path.join(workdir, name))
+            return tf.summary.create_noop_writer()
+
+        self.train = writer("train")
+        self.validation = writer("validation", validation)
 
     def scalars(self, writer, step, values):
         with writer.as_default(step=step):
@@ -712,7 +715,8 @@ class Trainer:
                  stop_at_step: int | None = None):
         workdir = str(workdir)
         # This run ends here; the learning-rate schedule still runs over train_steps.
-        self.end_step = min(config.train_steps, stop_at_step or config.train_steps)
+        self.end_step = (config.train_steps if stop_at_step is None
+                         else min(config.train_steps, stop_at_step))
         if os.path.exists(workdir) and not os.path.isdir(workdir):
             raise TrainingError(f"--workdir {workdir} is a file, not a directory")
         saved = read_workdir_config(workdir)
@@ -775,7 +779,8 @@ class Trainer:
         self.train_step = make_train_step(self.model, self.optimizer, distribution.strategy,
                                           config.batch_size, config.clip_norm, jit)
         self.eval_step = make_eval_step(self.model, distribution.strategy, jit)
-        self.summaries = Summaries(workdir, distribution.is_chief)
+        self.summaries = Summaries(workdir, distribution.is_chief,
+                                   bool(config.validation_split))
         if self.step == 0:
             self.summaries.hparams(config, spec)
         self.originals = None  # images for the completion grid, read once
@@ -836,7 +841,7 @@ class Trainer:
         return self.results
 
     def run_epoch(self, flag):
-        """Trains to the end of the current epoch (or train_steps); raises Preempted when a
+        """Trains to the end of the current epoch (or to end_step); raises Preempted when a
         worker got SIGTERM, TrainingError on a non-finite loss."""
         config, chief = self.config, self.distribution.is_chief
         epoch, offset = divmod(self.step, self.steps_per_epoch)
@@ -927,12 +932,12 @@ class Trainer:
         self.last_images = self.step
         if not self.distribution.is_chief:
             return
+        config = self.config
         if self.originals is None:
-            config = self.config
             self.originals = first_images(self.spec, config,
                                           config.validation_split or config.train_split, 8)
-        grids = sample_grids(self.model, self.originals, self.config.num_image_samples,
-                             self.config.seed, self.config.sample_temperature)
+        grids = sample_grids(self.model, self.originals, config.num_image_samples,
+                             config.seed, config.sample_temperature)
         self.summaries.images(self.step, grids, self.spec.levels)
 
     def save(self):

@@ -237,6 +237,7 @@ def test_train_on_joined_splits_and_stop_at_a_step(digits, tmp_path, capsys):
     for a, b in zip(training.load_model(straight).weights, training.load_model(stopped).weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
     assert not os.path.exists(os.path.join(stopped, "eval_validation.json"))
+    assert not os.path.exists(os.path.join(stopped, "validation"))  # no empty TensorBoard run
 
 
 def test_learning_rate_schedules():
