@@ -28,6 +28,8 @@ examples:
   python train.py --data out/data/mnist --workdir out/runs/mnist_ms --preset mnist_multiscale
   python train.py --workdir out/runs/mnist_ms --evaluate test    # both terms and the total
   tensorboard --logdir out/runs/demo
+  python train.py --workdir out/runs/demo_avg3 --average-from out/runs/demo --average-last 3
+  python train.py --workdir out/runs/demo_avg3 --evaluate test    # the averaged weights
 
 multi-worker: set TF_CONFIG in every worker process (one per machine), e.g. worker 0 of 2:
   TF_CONFIG='{"cluster": {"worker": ["host0:12345", "host1:12345"]},
@@ -66,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "for the small image and for the rest given it)")
     parser.add_argument("--checkpoint", metavar="latest|best|PREFIX",
                         help="with --evaluate: the checkpoint to evaluate (default latest)")
+    parser.add_argument("--average-from", metavar="RUN",
+                        help="instead of training: write --workdir (a new directory) holding "
+                        "the mean weights of the last checkpoints of the trained work "
+                        "directory RUN; evaluate or export it like any run")
+    parser.add_argument("--average-last", type=positive_int, metavar="N",
+                        help="with --average-from: average the last N checkpoints (default: "
+                        "all that RUN keeps, see keep_checkpoints)")
     return parser
 
 
@@ -105,6 +114,21 @@ def main(argv=None) -> int:
     from pixelrnn_tf.data import DataError
 
     try:
+        if args.average_last is not None and args.average_from is None:
+            raise ConfigError("--average-last only applies to --average-from")
+        if args.average_from is not None:
+            other = [flag for flag, value in (
+                ("--evaluate", args.evaluate), ("--data", args.data), ("--preset", args.preset),
+                ("--set", args.overrides), ("--stop-at-step", args.stop_at_step),
+                ("--checkpoint", args.checkpoint)) if value]
+            if other:
+                raise ConfigError(f"--average-from cannot be combined with {other[0]}")
+            from pixelrnn_tf.averaging import average_checkpoints
+
+            record = average_checkpoints(args.average_from, args.workdir, args.average_last)
+            print(f"wrote {record['workdir']}: the mean of {', '.join(record['checkpoints'])} "
+                  f"of {args.average_from} (steps {', '.join(map(str, record['steps']))})")
+            return 0
         saved = training.read_workdir_config(args.workdir)
         if args.checkpoint is not None and args.evaluate is None:
             raise ConfigError("--checkpoint only applies to --evaluate (training always "

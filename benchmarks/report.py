@@ -6,7 +6,9 @@
 
 Every run directory is a `train.py --workdir`. Writes, into --out:
   <run>.json       config (and the settings changed on resume, with their step), data
-                   checksum, steps, wall time, validation/test NLL and bits/dim
+                   checksum, steps, wall time, validation/test NLL and bits/dim; for an
+                   average of checkpoints (train.py --average-from) what it averages, and
+                   the steps and wall time of the run it comes from
   results.md       the table (paper numbers side by side)
   curves.png       validation (solid) and training (dotted) bits/dim against training hours
                    (wall clock; gaps over 30 min between summaries, i.e. stops, left out)
@@ -108,11 +110,19 @@ def summarize(run_dir):
     data_dir = saved.get("data", {}).get("data_dir")
     dataset, checksum = data_checksum(data_dir) if data_dir else (None, None)
     dataset = dataset or saved.get("data", {}).get("dataset")
-    train = scalar_series(os.path.join(run_dir, "train"), "bits_per_dim")
-    valid_nats = scalar_series(os.path.join(run_dir, "validation"), "nll_nats")
-    valid_bits = scalar_series(os.path.join(run_dir, "validation"), "bits_per_dim")
+    # An average of checkpoints (train.py --average-from) has no events of its own: its steps
+    # and wall time are those of the run it averages, its curves that run's (not drawn twice).
+    averaged = saved.get("averaged")
+    events_dir = os.path.normpath(os.path.join(run_dir, averaged["from"])) if averaged \
+        else run_dir
+    train = scalar_series(os.path.join(events_dir, "train"), "bits_per_dim")
+    valid_nats = scalar_series(os.path.join(events_dir, "validation"), "nll_nats")
+    valid_bits = scalar_series(os.path.join(events_dir, "validation"), "bits_per_dim")
     clock = training_clock([t for t, _, _ in train + valid_bits])
     wall = max([clock(t) for t, _, _ in train + valid_bits] or [0.0])
+    steps = max([s for _, s, _ in train + valid_bits] or [0])
+    if averaged:
+        steps, valid_nats, valid_bits, train = averaged["steps"][-1], [], [], []
     result = {
         "run": os.path.basename(os.path.normpath(run_dir)),
         "dataset": dataset,
@@ -120,7 +130,8 @@ def summarize(run_dir):
         "data_checksum": checksum,
         "config": config,
         "config_changes": saved.get("changes", []),
-        "steps": max([s for _, s, _ in train + valid_bits] or [0]),
+        "averaged": averaged,
+        "steps": steps,
         "wall_hours": wall / 3600.0,
         "best_validation_nats": min([v for _, _, v in valid_nats], default=None),
         "best_validation_bits_per_dim": min([v for _, _, v in valid_bits], default=None),
@@ -145,6 +156,10 @@ def table(results):
     for r in results:
         c = r["config"]
         test = r.get("eval_test", {})
+        valid_nats, valid_bits = r["best_validation_nats"], r["best_validation_bits_per_dim"]
+        if r["averaged"]:  # no validation during training: its own evaluation, if any
+            valid = r.get("eval_validation", {})
+            valid_nats, valid_bits = valid.get("nats"), valid.get("bits_per_dim")
         paper = PAPER.get((r["dataset"] or "", c.get("architecture")))
         paper_text = f"{paper[0]} {paper[1]} {paper[2]}".strip() if paper else ""
         # A config.json from before train_split existed: the run trained on "train".
@@ -152,8 +167,8 @@ def table(results):
             f"| {r['run']} | {r['dataset']} | {c.get('train_split', 'train')} | "
             f"{c.get('architecture')} | "
             f"{c.get('num_layers')} x {c.get('hidden_dim')} | {r['steps']} | "
-            f"{r['wall_hours']:.2f} | {fmt(r['best_validation_nats'])} | "
-            f"{fmt(r['best_validation_bits_per_dim'], 4)} | {fmt(test.get('nats'))} | "
+            f"{r['wall_hours']:.2f} | {fmt(valid_nats)} | "
+            f"{fmt(valid_bits, 4)} | {fmt(test.get('nats'))} | "
             f"{fmt(test.get('bits_per_dim'), 4)} | {paper_text} |")
     return "\n".join(lines) + "\n"
 

@@ -63,6 +63,7 @@ CONFIG_NAME = "config.json"
 CHECKPOINT_DIR = "checkpoints"
 BEST_DIR = os.path.join(CHECKPOINT_DIR, "best")
 FINAL_MODEL = "model.keras"
+AVERAGED_KEY = "averaged"  # config.json of a work directory written by pixelrnn_tf.averaging
 WORKDIR_FORMAT = "pixelrnn_tf.workdir"
 WORKDIR_VERSION = 1
 _BEST_KEY = "best_validation_nats/.ATTRIBUTES/VARIABLE_VALUE"
@@ -136,11 +137,24 @@ def read_workdir_config(workdir: str):
     return from_dict(raw["config"], where=path), spec
 
 
+def averaged_source(workdir: str) -> dict | None:
+    """The "averaged" record of WORKDIR/config.json ({"from", "checkpoints", "steps"}, see
+    `pixelrnn_tf.averaging`), or None for a trained work directory or one without config."""
+    path = os.path.join(workdir, CONFIG_NAME)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f).get(AVERAGED_KEY)
+    except (ValueError, AttributeError) as e:
+        raise TrainingError(f"{path}: unreadable ({e})") from None
+
+
 def write_workdir_config(workdir: str, config: TrainConfig, spec: DataSpec,
-                         change: dict | None = None):
+                         change: dict | None = None, extra: dict | None = None):
     """Writes WORKDIR/config.json. Its "changes" list keeps how the run was trained when a
     resume changed settings: `change`, {"step": s, "changed": {key: [old, new]}}, is appended
-    to the list already in the file."""
+    to the list already in the file. `extra`: further top-level keys (e.g. "averaged")."""
     os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, CONFIG_NAME)
     changes = []
@@ -154,6 +168,7 @@ def write_workdir_config(workdir: str, config: TrainConfig, spec: DataSpec,
                     "image_shape": list(spec.image_shape), "levels": spec.levels}}
     if changes:
         raw["changes"] = changes
+    raw.update(extra or {})
     _write_atomic(path, json.dumps(raw, indent=2) + "\n")
 
 
@@ -720,6 +735,11 @@ class Trainer:
         if os.path.exists(workdir) and not os.path.isdir(workdir):
             raise TrainingError(f"--workdir {workdir} is a file, not a directory")
         saved = read_workdir_config(workdir)
+        averaged = averaged_source(workdir)
+        if averaged is not None:
+            raise TrainingError(f"{workdir} holds an average of checkpoints of "
+                                f"{os.path.normpath(os.path.join(workdir, averaged['from']))} "
+                                "and cannot be trained; train that run instead")
         if data_dir is None:
             if saved is None:
                 raise TrainingError(f"no data directory given and no {CONFIG_NAME} in {workdir}")
