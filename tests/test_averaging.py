@@ -1,5 +1,6 @@
 """`train.py --average-from`: a work directory with the mean weights of a run's checkpoints."""
 
+import importlib.util
 import json
 import os
 
@@ -9,8 +10,8 @@ import pytest
 
 import train
 from cli_fixtures import run_main
-from pixelrnn_tf import training
-from test_report import load_report
+from pixelrnn_tf import data, training
+from test_report import ROOT, load_report
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +54,8 @@ def test_average_holds_the_mean_of_the_last_checkpoints(trained, tmp_path, capsy
     for name, value in weights(keras_model).items():
         np.testing.assert_array_equal(value, averaged[name])
     saved = json.load(open(os.path.join(out, "config.json")))
-    assert saved["averaged"] == {"from": os.path.relpath(run, out), "checkpoints": ["ckpt-4", "ckpt-6"],
-                                 "steps": [4, 6]}
+    assert saved["averaged"] == {"from": os.path.relpath(run, out),
+                                 "checkpoints": ["ckpt-4", "ckpt-6"], "steps": [4, 6]}
     assert saved["config"] == json.load(open(os.path.join(run, "config.json")))["config"]
     assert sorted(os.listdir(out)) == ["checkpoints", "config.json", "model.keras"]
 
@@ -125,3 +126,36 @@ def test_average_never_overwrites_and_a_failed_write_leaves_nothing(trained, tmp
                             capsys)
     assert code == 1 and "No space left on device" in err
     assert sorted(os.listdir(tmp_path)) == ["existing", "first"]
+
+
+def load_compare():
+    spec = importlib.util.spec_from_file_location(
+        "compare_nll", os.path.join(ROOT, "benchmarks", "compare_nll.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_compare_nll_scores_the_same_images_and_pairs_them(trained, capsys):
+    """benchmarks/compare_nll.py: the means equal `evaluate`'s, a model paired with itself
+    differs by exactly 0, and the paired difference is the difference of the means."""
+    run, root = trained
+    out = str(root / "avg_compare")
+    assert run_main(train.main, ["--workdir", out, "--average-from", run], capsys)[0] == 0
+    compare = load_compare()
+    rows = compare.compare([run, out, run], "validation")
+    data_dir = training.read_workdir_config(run)[1].data_dir
+    assert [r["images"] for r in rows] == [data.num_examples(data_dir, "validation")] * 3
+    for row, workdir in zip(rows, (run, out)):
+        expected = training.evaluate(workdir, None, "validation")["nats"]
+        assert abs(row["nats"] - expected) < 1e-3 * expected
+    assert rows[0]["standard_error"] > 0
+    assert abs(rows[1]["difference"] - (rows[1]["nats"] - rows[0]["nats"])) < 1e-9
+    assert rows[1]["difference"] != 0 and rows[1]["difference_standard_error"] > 0
+    assert rows[2]["difference"] == 0 and rows[2]["difference_standard_error"] == 0
+
+    assert compare.main([run, out, "--split", "validation"]) == 0
+    assert "| minus the first run (paired) |" in capsys.readouterr().out
+    assert compare.main([run, str(root / "nothing")]) == 1
+    err = capsys.readouterr().err
+    assert "not a train.py workdir" in err and len(err.strip().splitlines()) == 1
