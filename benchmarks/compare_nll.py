@@ -3,13 +3,13 @@
     python benchmarks/compare_nll.py results/runs/A results/runs/B --split test
 
 Each RUN is a `train.py --workdir` (its latest checkpoint: for an average of checkpoints, the
-average). Every model scores the same images of --split (file order, the data directory in
-the first run's config.json or --data). Prints a table: per model the mean NLL (nats per
-image), the standard error of that mean over the images, and bits/dim; then for every model
-after the first its paired difference to the first (mean of the per-image differences and its
-standard error). A test set of 10,000 images measures a mean NLL only to within about
-+-0.2 nats, but two models scored on the same images differ far more precisely than that:
-the paired standard error says how much.
+average). Every model scores the same images of --split: file order, read as the first run
+reads them (its data directory, or --data; its binarization and seed). Prints a table: per
+model the mean NLL (nats per image), the standard error of that mean over the images, and
+bits/dim; then for every model after the first its paired difference to the first (mean of
+the per-image differences and its standard error). A test set of 10,000 images measures a
+mean NLL only to within about +-0.2 nats, but two models scored on the same images differ far
+more precisely than that: the paired standard error says how much.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def compare(runs, split, data_dir=None, batch_size=100) -> list[dict]:
     from pixelrnn_tf.config import ConfigError
     from pixelrnn_tf.losses import nats_to_bits_per_dim
 
-    rows, first, source = [], None, data_dir
+    rows, first, images = [], None, None
     for run in runs:
         try:
             saved = training.read_workdir_config(run)
@@ -60,12 +60,18 @@ def compare(runs, split, data_dir=None, batch_size=100) -> list[dict]:
             model = training.load_model(run)
         except (training.TrainingError, ConfigError) as err:
             raise CompareError(f"{run}: cannot load the model ({err})") from None
-        source = source or spec.data_dir  # the same images for every model
+        if images is None:  # the first run's data, binarization and seed, for every model
+            images = dict(data_dir=data_dir or spec.data_dir, expected_shape=spec.image_shape,
+                          expected_levels=spec.levels, binarize=config.binarize,
+                          seed=config.seed)
+        elif (spec.image_shape, spec.levels) != (images["expected_shape"],
+                                                 images["expected_levels"]):
+            raise CompareError(f"{run}: a model of {spec.describe()}, unlike the first run's; "
+                               "compare models of the same data")
+        source = images["data_dir"]
         try:
-            dataset = data.make_dataset(source, split, batch_size, training=False,
-                                        expected_shape=spec.image_shape,
-                                        expected_levels=spec.levels, binarize=config.binarize,
-                                        seed=config.seed)
+            dataset = data.make_dataset(split=split, batch_size=batch_size, training=False,
+                                        **images)
             nll = per_image_nll(model, dataset)
         except (data.DataError, training.TrainingError) as err:
             raise CompareError(f"{run}: cannot score {split!r} of {source} ({err})") from None
@@ -109,7 +115,8 @@ def main(argv=None) -> int:
     parser.add_argument("runs", nargs="+", metavar="RUN", help="train.py workdirs")
     parser.add_argument("--split", default="test", help="split to score (default test)")
     parser.add_argument("--data", metavar="DIR",
-                        help="data directory (default: the one in each run's config.json)")
+                        help="data directory (default: the one in the first run's "
+                        "config.json)")
     parser.add_argument("--batch-size", type=positive_int, default=100,
                         help="images per batch (default 100)")
     args = parser.parse_args(argv)

@@ -115,6 +115,9 @@ def summarize(run_dir):
     averaged = saved.get("averaged")
     events_dir = os.path.normpath(os.path.join(run_dir, averaged["from"])) if averaged \
         else run_dir
+    if not os.path.isdir(events_dir):
+        raise ReportError(f"{run_dir}: averages the checkpoints of {events_dir}, which is "
+                          "missing (its steps and wall time come from there)")
     train = scalar_series(os.path.join(events_dir, "train"), "bits_per_dim")
     valid_nats = scalar_series(os.path.join(events_dir, "validation"), "nll_nats")
     valid_bits = scalar_series(os.path.join(events_dir, "validation"), "bits_per_dim")

@@ -29,11 +29,18 @@ from pixelrnn_tf.training import TrainingError
 def kept_checkpoints(workdir: str) -> list[str]:
     """The checkpoint prefixes kept in WORKDIR/checkpoints, oldest first."""
     directory = os.path.join(workdir, training.CHECKPOINT_DIR)
-    state = tf.train.get_checkpoint_state(directory)
+    try:
+        state = tf.train.get_checkpoint_state(directory)
+    except (ValueError, tf.errors.OpError) as e:  # an empty or corrupt state file
+        raise TrainingError(f"{directory}/checkpoint: unreadable ({e})") from None
     paths = list(state.all_model_checkpoint_paths) if state else []
     # The state file may name checkpoints by absolute paths from another machine.
     paths = [os.path.join(directory, os.path.basename(p)) for p in paths]
-    return [p for p in paths if tf.io.gfile.exists(f"{p}.index")]
+    missing = [p for p in paths if not tf.io.gfile.exists(f"{p}.index")]
+    if missing:
+        raise TrainingError(f"{missing[0]}: listed in {directory}/checkpoint but its files "
+                            "are missing")
+    return paths
 
 
 def average_checkpoints(source: str, out: str, last: int | None = None) -> dict:
@@ -66,6 +73,11 @@ def average_checkpoints(source: str, out: str, last: int | None = None) -> dict:
         paths = paths[-last:]
     if os.path.exists(out):
         raise TrainingError(f"{out} already exists; averaging writes a new work directory")
+    parent = os.path.dirname(os.path.abspath(out))
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as e:
+        raise TrainingError(f"cannot create {parent} for {out} ({e.strerror})") from None
 
     config, spec = saved
     model = training.build_model(config, spec)
@@ -87,8 +99,6 @@ def average_checkpoints(source: str, out: str, last: int | None = None) -> dict:
               "checkpoints": [os.path.basename(p) for p in paths], "steps": steps}
     with open(os.path.join(source, training.CONFIG_NAME)) as f:
         changes = json.load(f).get("changes")
-    parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
     tmp = os.path.join(parent, f".{os.path.basename(out)}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:

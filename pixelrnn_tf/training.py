@@ -197,6 +197,9 @@ def checkpoint_path(workdir: str, checkpoint: str = "latest") -> str:
     if checkpoint in ("latest", "best"):
         directory = os.path.join(workdir, CHECKPOINT_DIR if checkpoint == "latest" else BEST_DIR)
         path = tf.train.latest_checkpoint(directory)
+        if path is None and checkpoint == "best" and averaged_source(workdir) is not None:
+            raise TrainingError(f"{workdir} is an average of checkpoints: it has no best "
+                                "checkpoint, only latest")
         if path is None:
             what = "no checkpoint" if checkpoint == "latest" else "no best checkpoint (it is " \
                 "written after the first validation)"

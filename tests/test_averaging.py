@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -76,6 +77,9 @@ def test_averaged_run_evaluates_reports_and_refuses_training(trained, capsys):
     assert code == 1
     assert "holds an average of checkpoints" in err and "cannot be trained" in err
     assert len(err.strip().splitlines()) == 1
+    code, _, err = run_main(train.main, ["--workdir", out, "--evaluate", "validation",
+                                         "--checkpoint", "best"], capsys)
+    assert code == 1 and "has no best checkpoint, only latest" in err
 
     # The report: the source's steps, the average's own validation NLL, no curves of its own.
     summary = load_report().summarize(out)
@@ -84,6 +88,11 @@ def test_averaged_run_evaluates_reports_and_refuses_training(trained, capsys):
     assert summary["curves"] == {"train_bits_per_dim": [], "validation_bits_per_dim": []}
     row = load_report().table([summary]).splitlines()[-1]
     assert f"| {result['nats']:.2f} | {result['bits_per_dim']:.4f} |" in row
+    moved = root / "moved_avg"
+    shutil.copytree(out, moved / "avg")  # its source, "../run", is not beside it any more
+    report = load_report()
+    with pytest.raises(report.ReportError, match="which is missing"):
+        report.summarize(str(moved / "avg"))
 
 
 @pytest.mark.parametrize("args, message", [
@@ -101,6 +110,24 @@ def test_bad_average_is_one_line_and_writes_nothing(trained, tmp_path, capsys, a
     assert code == 1
     assert message in err and len(err.strip().splitlines()) == 1
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("index", "listed in"), ("state", "unreadable")])
+def test_damaged_source_checkpoints_are_one_line_errors(trained, tmp_path, capsys, damage,
+                                                        message):
+    run, _ = trained
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    if damage == "index":  # a kept checkpoint lost its files: not silently skipped
+        os.remove(copy / "checkpoints" / "ckpt-6.index")
+    else:
+        (copy / "checkpoints" / "checkpoint").write_text("")
+    code, _, err = run_main(train.main, ["--workdir", tmp_path / "avg", "--average-from", copy],
+                            capsys)
+    assert code == 1
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert sorted(os.listdir(tmp_path)) == ["run"]
 
 
 def test_average_never_overwrites_and_a_failed_write_leaves_nothing(trained, tmp_path, capsys,
@@ -152,6 +179,9 @@ def test_compare_nll_scores_the_same_images_and_pairs_them(trained, capsys):
     assert rows[0]["standard_error"] > 0
     assert abs(rows[1]["difference"] - (rows[1]["nats"] - rows[0]["nats"])) < 1e-9
     assert rows[1]["difference"] != 0 and rows[1]["difference_standard_error"] > 0
+    # Paired on the same images, two close models differ far more precisely than either mean
+    # is known; pairing the images wrongly would make it about 1.4 times the standard error.
+    assert rows[1]["difference_standard_error"] < 0.5 * rows[0]["standard_error"]
     assert rows[2]["difference"] == 0 and rows[2]["difference_standard_error"] == 0
 
     assert compare.main([run, out, "--split", "validation"]) == 0
