@@ -1,6 +1,5 @@
 """`train.py --average-from`: a work directory with the mean weights of a run's checkpoints."""
 
-import importlib.util
 import json
 import os
 import shutil
@@ -10,9 +9,9 @@ import numpy as np
 import pytest
 
 import train
-from cli_fixtures import run_main
+from cli_fixtures import load_script, run_main
 from pixelrnn_tf import data, training
-from test_report import ROOT, load_report
+from test_report import load_report
 
 
 @pytest.fixture(scope="module")
@@ -156,11 +155,7 @@ def test_average_never_overwrites_and_a_failed_write_leaves_nothing(trained, tmp
 
 
 def load_compare():
-    spec = importlib.util.spec_from_file_location(
-        "compare_nll", os.path.join(ROOT, "benchmarks", "compare_nll.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/compare_nll.py")
 
 
 def test_compare_nll_scores_the_same_images_and_pairs_them(trained, capsys):

@@ -1,6 +1,5 @@
 """benchmarks/equal_time.py run for real: two tiny train.py runs side by side, then evaluated."""
 
-import importlib.util
 import json
 import math
 import os
@@ -11,6 +10,8 @@ import sys
 
 import pytest
 import tensorflow as tf
+
+from cli_fixtures import load_script
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "equal_time.py"
@@ -125,10 +126,7 @@ def test_a_failing_run_stops_the_others_and_exits_1(digits, tmp_path):
 
 
 def load_equal_time():
-    spec = importlib.util.spec_from_file_location("equal_time", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/equal_time.py")
 
 
 def usage_error(capsys, *args):

@@ -1,6 +1,5 @@
 """benchmarks/report.py reads run directories (config, TensorBoard scalars, eval JSON)."""
 
-import importlib.util
 import json
 import os
 import shutil
@@ -10,17 +9,12 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from cli_fixtures import load_script
 from data_fixtures import read_split
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load_report():
-    spec = importlib.util.spec_from_file_location(
-        "report", os.path.join(ROOT, "benchmarks", "report.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/report.py")
 
 
 def fake_run(path, **config):

@@ -2,8 +2,6 @@
 TF Serving (an in-process gRPC PredictionService on 127.0.0.1 that runs the SavedModel),
 compared with the SavedModel and the model computed locally."""
 
-import importlib.util
-import pathlib
 from concurrent import futures
 
 import numpy as np
@@ -16,21 +14,13 @@ grpc = pytest.importorskip("grpc")
 
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
+from cli_fixtures import load_script  # noqa: E402
 from pixelrnn_tf import PixelRNN, sampling, serving  # noqa: E402
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHAPE, LEVELS = (3, 4, 1), 2
 
 
-def load_client():
-    spec = importlib.util.spec_from_file_location("serving_client",
-                                                  ROOT / "examples" / "serving_client.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-client_lib = load_client()
+client_lib = load_script("examples/serving_client.py")
 
 
 class FakeTFServing(prediction_service_pb2_grpc.PredictionServiceServicer):
