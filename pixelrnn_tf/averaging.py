@@ -26,6 +26,7 @@ import tensorflow as tf
 from pixelrnn_tf import training
 from pixelrnn_tf.training import TrainingError
 
+
 def kept_checkpoints(workdir: str) -> list[str]:
     """The checkpoint prefixes kept in WORKDIR/checkpoints, oldest first."""
     directory = os.path.join(workdir, training.CHECKPOINT_DIR)
