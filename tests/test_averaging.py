@@ -60,6 +60,27 @@ def test_average_holds_the_mean_of_the_last_checkpoints(trained, tmp_path, capsy
     assert sorted(os.listdir(out)) == ["checkpoints", "config.json", "model.keras"]
 
 
+def test_averaged_run_exports_for_serving(trained, tmp_path, capsys):
+    """export.py reads an average like any run: the SavedModel scores with its weights."""
+    import tensorflow as tf
+
+    import export
+
+    run, _ = trained
+    out = str(tmp_path / "avg")
+    assert run_main(train.main, ["--workdir", out, "--average-from", run], capsys)[0] == 0
+    code, _, err = run_main(export.main, ["--workdir", out, "--export-base",
+                                          tmp_path / "exports"], capsys)
+    assert code == 0, err
+    images = np.arange(2 * 8 * 8).reshape(2, 8, 8, 1).astype(np.uint8) % 17
+    served = tf.saved_model.load(str(tmp_path / "exports" / "1"))
+    scores = served.signatures["serving_default"](images=tf.constant(images))
+    expected = training.load_model(out).log_prob(images).numpy()
+    np.testing.assert_allclose(scores["log_prob"].numpy(), expected, rtol=1e-5)
+    other = training.load_model(run).log_prob(images).numpy()  # the last checkpoint alone
+    assert not np.allclose(other, expected, rtol=1e-5)
+
+
 def test_averaged_run_evaluates_reports_and_refuses_training(trained, capsys):
     run, root = trained
     out = str(root / "avg_all")
