@@ -80,23 +80,16 @@ def compare(runs, split, data_dir=None, batch_size=100) -> list[dict]:
                                f"({err.message.strip().splitlines()[0]})") from None
         row = {"run": run, "images": len(nll), "nats": float(nll.mean()),
                "standard_error": standard_error(nll),
-               "bits_per_dim": nats_to_bits_per_dim(float(nll.mean()), nll_dims(spec))}
+               "bits_per_dim": nats_to_bits_per_dim(float(nll.mean()),
+                                                    training.nll_dims(model)["total"])}
         if first is None:
             first = nll
-        elif len(nll) != len(first):
-            raise CompareError(f"{run}: scored {len(nll)} images, the first run "
-                               f"{len(first)}; compare models of the same data")
-        else:
+        else:  # the same images, read alike: nll[i] and first[i] score the same image
             difference = nll - first
             row.update(difference=float(difference.mean()),
                        difference_standard_error=standard_error(difference))
         rows.append(row)
     return rows
-
-
-def nll_dims(spec) -> int:
-    height, width, channels = spec.image_shape
-    return height * width * channels
 
 
 def table(rows, split) -> str:

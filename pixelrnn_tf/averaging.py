@@ -1,8 +1,8 @@
 """Checkpoint averaging: a model whose weights are the mean of a run's last checkpoints.
 
 Averaging the weights of the last few checkpoints of a run (Polyak averaging over the end of
-training, as in tensor2tensor's avg_checkpoints) smooths the noise of the last SGD steps and
-often lowers held-out NLL a little at no training cost. The average is written as a work
+training, as in tensor2tensor's avg_checkpoints) smooths the noise of the last SGD steps at no
+training cost (binarized MNIST, 3 checkpoints: test NLL -0.044 nats per image; README). The average is written as a work
 directory of its own, so that everything that reads a work directory (`train.py --evaluate`,
 `export.py`, `sample.py`, `benchmarks/report.py`) uses it unchanged:
 
@@ -99,12 +99,14 @@ def average_checkpoints(source: str, out: str, last: int | None = None) -> dict:
     record = {"from": os.path.relpath(os.path.abspath(source), os.path.abspath(out)),
               "checkpoints": [os.path.basename(p) for p in paths], "steps": steps}
     with open(os.path.join(source, training.CONFIG_NAME)) as f:
-        changes = json.load(f).get("changes")
+        raw_config = json.load(f)  # format, config, data and "changes" as the source has them
+    raw_config[training.AVERAGED_KEY] = record
     tmp = os.path.join(parent, f".{os.path.basename(out)}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        training.write_workdir_config(tmp, config, spec, extra={
-            **({"changes": changes} if changes else {}), training.AVERAGED_KEY: record})
+        os.makedirs(tmp)
+        with open(os.path.join(tmp, training.CONFIG_NAME), "w") as f:
+            f.write(json.dumps(raw_config, indent=2) + "\n")
         manager = tf.train.CheckpointManager(
             checkpoint, os.path.join(tmp, training.CHECKPOINT_DIR), max_to_keep=1,
             checkpoint_name="ckpt")

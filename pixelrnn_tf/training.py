@@ -151,10 +151,10 @@ def averaged_source(workdir: str) -> dict | None:
 
 
 def write_workdir_config(workdir: str, config: TrainConfig, spec: DataSpec,
-                         change: dict | None = None, extra: dict | None = None):
+                         change: dict | None = None):
     """Writes WORKDIR/config.json. Its "changes" list keeps how the run was trained when a
     resume changed settings: `change`, {"step": s, "changed": {key: [old, new]}}, is appended
-    to the list already in the file. `extra`: further top-level keys (e.g. "averaged")."""
+    to the list already in the file."""
     os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, CONFIG_NAME)
     changes = []
@@ -168,7 +168,6 @@ def write_workdir_config(workdir: str, config: TrainConfig, spec: DataSpec,
                     "image_shape": list(spec.image_shape), "levels": spec.levels}}
     if changes:
         raw["changes"] = changes
-    raw.update(extra or {})
     _write_atomic(path, json.dumps(raw, indent=2) + "\n")
 
 
@@ -197,13 +196,12 @@ def checkpoint_path(workdir: str, checkpoint: str = "latest") -> str:
     if checkpoint in ("latest", "best"):
         directory = os.path.join(workdir, CHECKPOINT_DIR if checkpoint == "latest" else BEST_DIR)
         path = tf.train.latest_checkpoint(directory)
-        if path is None and checkpoint == "best" and averaged_source(workdir) is not None:
-            raise TrainingError(f"{workdir} is an average of checkpoints: it has no best "
-                                "checkpoint, only latest")
         if path is None:
-            what = "no checkpoint" if checkpoint == "latest" else "no best checkpoint (it is " \
-                "written after the first validation)"
-            raise TrainingError(f"{directory}: {what}; train first")
+            what = "no checkpoint; train first" if checkpoint == "latest" else (
+                "no best checkpoint (training writes one at its first validation; a run "
+                "without validation_split, or an average of checkpoints, has no best "
+                "checkpoint, only latest)")
+            raise TrainingError(f"{directory}: {what}")
         return path
     if not tf.io.gfile.exists(f"{checkpoint}.index"):
         raise TrainingError(f"{checkpoint}: no such checkpoint (expected latest, best or a "
