@@ -99,6 +99,7 @@ def test_stage2_perturbation_given_fixed_small_image(architecture, rng):
     x = rng.integers(0, 2, (1, N, N, 1))
     small = x[:, ::2, ::2]
     logits = tf.function(model.full_logits)
+    # Exact comparisons: one function, one batch shape (see test_causality_by_perturbation).
     base = logits(x, small).numpy().reshape(-1, 2)
     for k in [0, 9, 30, N * N - 2]:
         y = x.reshape(-1).copy()
