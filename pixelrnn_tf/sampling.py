@@ -7,9 +7,12 @@ inside a pixel, in channel order R, G, B.
 Randomness is stateless: pixel ``p`` (raster index ``i * W + j``) of a batch draws Gumbel noise
 [N, C, levels] from ``stateless_fold_in(seed, p)``, and a sub-pixel's value is
 ``argmax(logits / temperature + noise)`` (the Gumbel-max trick, an exact categorical sample).
-The noise depends only on the seed and the position, so the same seed gives the same images
-for every method, for sampling and for completion, and sample ``n`` of a batch does not depend
-on the batch size.
+The noise depends only on the seed and the position (sample ``n`` of a batch draws the same
+noise whatever the batch size), so the same seed gives the same images for every method, for
+sampling and for completion, and at every batch size, up to float rounding: the logits are
+float32 sums that round differently with the batch shape, the method and the CPU's kernels,
+so a pick whose two best values score within ~1e-6 of each other may flip, and the pixels
+after it then differ. The same call (model, method, batch size, machine) repeats bit for bit.
 
 Two methods:
 
@@ -769,7 +772,8 @@ def sample(model, num_samples, seed, temperature=1.0, method="cached"):
     Args:
       model: a `PixelRNN` or a `MultiScalePixelRNN` (stage 1, then stage 2).
       num_samples: int >= 0.
-      seed: int (int64); the same seed gives the same images, whatever the method.
+      seed: int (int64); the same seed gives the same images, whatever the method, up to
+        float rounding (module docstring).
       temperature: > 0; logits are divided by it (1 = the model's distribution).
       method: "cached" (O(layers) per pixel) or "naive" (a forward pass per sub-pixel).
     Returns:
