@@ -2,9 +2,10 @@
 
 Averaging the weights of the last few checkpoints of a run (Polyak averaging over the end of
 training, as in tensor2tensor's avg_checkpoints) smooths the noise of the last SGD steps at no
-training cost (binarized MNIST, 3 checkpoints: test NLL -0.044 nats per image; README). The average is written as a work
-directory of its own, so that everything that reads a work directory (`train.py --evaluate`,
-`export.py`, `sample.py`, `benchmarks/report.py`) uses it unchanged:
+training cost (binarized MNIST, 3 checkpoints: test NLL -0.044 nats per image; README). The
+average is written as a work directory of its own, so that everything that reads a work
+directory (`train.py --evaluate`, `export.py`, `sample.py`, `benchmarks/report.py`) uses it
+unchanged:
 
     AVERAGED/config.json         the source's config and data, plus "averaged": {"from" (the
                                  source, relative to AVERAGED), "checkpoints", "steps"}

@@ -184,6 +184,24 @@ class PixelRNN(keras.Model):
         """[B, H, W, C] integer -> [B] negative log-likelihood in bits per sub-pixel."""
         return losses.nats_to_bits_per_dim(-self.log_prob(images), self.num_dims)
 
+    # The interface a `MultiScalePixelRNN` answers too, so that training, evaluation and
+    # serving never ask which model they hold.
+
+    def log_prob_terms(self, images):
+        """[B, H, W, C] integer -> {"total": log p(x) [B]} nats (a Multi-Scale model adds the
+        terms of its stages, which sum to the total)."""
+        return {"total": self.log_prob(images)}
+
+    @property
+    def term_dims(self):
+        """{term of `log_prob_terms`: how many sub-pixels it scores}."""
+        return {"total": self.num_dims}
+
+    def describe(self):
+        """What the SavedModel's JSON description says of the model (`serving`)."""
+        return {"architecture": self.architecture, "num_layers": self.num_layers,
+                "hidden_dim": self.hidden_dim}
+
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
         """Like `keras.Model.compile`; the loss defaults to the mean NLL (nats per image) and
         bits/dim is tracked. The target is always the input images: datasets yield images

@@ -157,12 +157,29 @@ class MultiScalePixelRNN(keras.Model):
         return tf.where(known[None], placed, full_lp)
 
     def log_prob_terms(self, images):
-        """{"small": log p1(x_small) [B], "conditional": log p2(rest | x_small) [B]} in nats."""
+        """{"total": log p(x), "small": log p1(x_small), "conditional": log p2(rest |
+        x_small)}, each [B] nats; small + conditional = total."""
         lp = self.pixel_log_prob(images)
         known = tf.constant(subsample_positions(self.image_shape, self.factor))[None]
         small = tf.reduce_sum(tf.where(known, lp, 0.0), axis=[1, 2, 3])
         conditional = tf.reduce_sum(tf.where(known, 0.0, lp), axis=[1, 2, 3])
-        return {"small": small, "conditional": conditional}
+        return {"total": small + conditional, "small": small, "conditional": conditional}
+
+    @property
+    def term_dims(self):
+        """{term of `log_prob_terms`: how many sub-pixels it scores}."""
+        small = self.small_size ** 2 * self.image_shape[2]
+        return {"total": self.num_dims, "small": small, "conditional": self.num_dims - small}
+
+    def describe(self):
+        """What the SavedModel's JSON description says of the model (`serving`); the stages
+        share their sizes."""
+        return {"architecture": self.architecture, "num_layers": self.full.num_layers,
+                "hidden_dim": self.full.hidden_dim, "model": "MultiScalePixelRNN",
+                "small_size": self.small_size, "factor": self.factor,
+                "pixel_order": "pixel_log_prob: the subsampled pixels [::factor, ::factor] "
+                               "first (small-image raster order), then the others in raster "
+                               "order given the small image"}
 
     def log_prob(self, images):
         """[B, n, n, C] -> [B] exact log p(x) in nats."""

@@ -40,7 +40,6 @@ import keras
 import tensorflow as tf
 
 from pixelrnn_tf import losses, sampling
-from pixelrnn_tf.multiscale import MultiScalePixelRNN
 
 SIGNATURES = ("serving_default", "sample", "complete")
 EXAMPLES_SIGNATURE = "serve_examples"
@@ -90,10 +89,7 @@ class _Endpoints:
 
     def score(self, images):
         images = self.images(images)
-        if isinstance(self.model, MultiScalePixelRNN):
-            pixel_log_prob = self.model.pixel_log_prob_from_logits(images, *self.model(images))
-        else:
-            pixel_log_prob = losses.pixel_log_prob(self.model(images), images)
+        pixel_log_prob = self.model.pixel_log_prob(images)
         log_prob = tf.reduce_sum(pixel_log_prob, axis=[1, 2, 3])
         return {"log_prob": log_prob,
                 "bits_per_dim": losses.nats_to_bits_per_dim(-log_prob, self.model.num_dims),
@@ -184,26 +180,16 @@ def build_export_archive(model, method="cached", max_batch=DEFAULT_MAX_BATCH,
 
 def export_metadata(model, method, max_batch, examples):
     """The JSON description written beside the SavedModel (assets.extra)."""
-    multiscale = isinstance(model, MultiScalePixelRNN)
-    stage = model.full if multiscale else model  # a Multi-Scale model's stages share sizes
     metadata = {
         "format": METADATA_FORMAT,
         "format_version": 1,
         "image_shape": list(model.image_shape),
         "levels": model.levels,
-        "architecture": model.architecture,
-        "num_layers": stage.num_layers,
-        "hidden_dim": stage.hidden_dim,
+        **model.describe(),
         "sampler": method,
         "max_batch": int(max_batch),
         "signatures": list(SIGNATURES) + ([EXAMPLES_SIGNATURE] if examples else []),
     }
-    if multiscale:
-        metadata.update(
-            model="MultiScalePixelRNN", small_size=model.small_size, factor=model.factor,
-            pixel_order="pixel_log_prob: the subsampled pixels [::factor, ::factor] first "
-                        "(small-image raster order), then the others in raster order given "
-                        "the small image")
     return metadata
 
 

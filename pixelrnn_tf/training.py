@@ -367,29 +367,17 @@ def use_jit(config: TrainConfig, distribution: Distribution) -> bool:
 # Steps
 
 
-MULTISCALE_TERMS = ("small", "conditional")
-
-
 def nll_sums(model, images) -> dict:
-    """Summed NLL (nats) of a batch of images [B, H, W, C]: {"total": float32 []}, plus for a
-    MultiScalePixelRNN its terms {"small": -sum log p1(x_small), "conditional": -sum
-    log p2(rest | x_small)}, whose sum is the total (the exact -log p(x))."""
-    if isinstance(model, MultiScalePixelRNN):
-        terms = model.log_prob_terms(images)
-        sums = {name: -tf.reduce_sum(terms[name]) for name in MULTISCALE_TERMS}
-        return {"total": sums["small"] + sums["conditional"], **sums}
-    return {"total": -tf.reduce_sum(model.log_prob(images))}
+    """Summed NLL (nats) of a batch of images [B, H, W, C], per term of the model's
+    `log_prob_terms`: {"total": float32 []}, plus for a MultiScalePixelRNN {"small": -sum log
+    p1(x_small), "conditional": -sum log p2(rest | x_small)}, whose sum is the total."""
+    return {name: -tf.reduce_sum(lp) for name, lp in model.log_prob_terms(images).items()}
 
 
 def nll_dims(model) -> dict:
     """Sub-pixels each key of `nll_sums` scores: {"total": H*W*C}, plus for a
     MultiScalePixelRNN {"small": s*s*C, "conditional": (H*W - s*s)*C}."""
-    height, width, channels = model.image_shape
-    dims = {"total": height * width * channels}
-    if isinstance(model, MultiScalePixelRNN):
-        dims["small"] = model.small_size ** 2 * channels
-        dims["conditional"] = dims["total"] - dims["small"]
-    return dims
+    return dict(model.term_dims)
 
 
 def describe_nll(means: dict, dims: dict) -> dict:
@@ -400,7 +388,7 @@ def describe_nll(means: dict, dims: dict) -> dict:
     terms = {name: {"nats": means[name],
                     "bits_per_dim": nats_to_bits_per_dim(means[name], dims[name]),
                     "dims": dims[name]}
-             for name in MULTISCALE_TERMS if name in means}
+             for name in means if name != "total"}
     # The total of the terms' (float64) means, so that the report adds up exactly.
     total = sum(term["nats"] for term in terms.values()) if terms else means["total"]
     result = {"nats": total, "bits_per_dim": nats_to_bits_per_dim(total, dims["total"])}
@@ -892,8 +880,8 @@ class Trainer:
             self.step += 1
             progress.update(self.step - epoch * self.steps_per_epoch, [
                 ("nll", nats), ("bits/dim", nats_to_bits_per_dim(nats, self.dims["total"])),
-                *((f"{name}_nll", step_nats[name]) for name in MULTISCALE_TERMS
-                  if name in step_nats)])
+                *((f"{name}_nll", value) for name, value in step_nats.items()
+                  if name != "total")])
             interval.add(step_nats, norm)
             if self.step % config.log_every_steps == 0:
                 self.write_train_scalars(interval)
