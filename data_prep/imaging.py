@@ -1,4 +1,4 @@
-"""Pixel transforms shared by all sources: checks, grey conversion, area resize, levels."""
+"""Pixel transforms: checks, grey conversion, area resize, levels (`Transform`, per chunk)."""
 
 from __future__ import annotations
 
@@ -133,3 +133,36 @@ def as_nhwc(arr: np.ndarray, where: str, image_shape=None, notes=None) -> np.nda
             f"{where}: images are {'x'.join(map(str, arr.shape[1:]))}, not --image-shape "
             f"{'x'.join(map(str, image_shape))}")
     return arr
+
+
+class Transform:
+    """grey -> resize -> binarize / requantize, chunk by chunk, with a range check.
+
+    Called with uint8 [N, H, W, C] images of `src_levels` levels; returns contiguous uint8
+    [N, H', W', C'] of `out_levels` levels.
+    """
+
+    def __init__(self, src_levels, out_levels, grayscale, resize, binarize, requantize):
+        self.src_levels, self.out_levels = src_levels, out_levels
+        self.grayscale, self.resize = grayscale, resize
+        self.binarize, self.requantize = binarize, requantize
+        self.rng = np.random.default_rng(int(binarize.value)) if (
+            binarize and binarize.kind == "stochastic") else None
+
+    def __call__(self, images: np.ndarray, where: str) -> np.ndarray:
+        if images.size and int(images.max()) >= self.src_levels:
+            raise DataPrepError(f"{where}: pixel value {int(images.max())} is not below "
+                                f"{self.src_levels} levels (see --source-levels)")
+        if self.grayscale and images.shape[-1] == 3:
+            images = rgb_to_grey(images)
+        if self.resize and images.shape[1:3] != (self.resize, self.resize):
+            images = np.stack([resize_array(im, self.resize) for im in images])
+        top = float(self.src_levels - 1)
+        if self.binarize and self.binarize.kind == "threshold":
+            images = (images > self.binarize.value * top).astype(np.uint8)
+        elif self.binarize:
+            images = (self.rng.random(images.shape) < images / top).astype(np.uint8)
+        elif self.requantize:
+            images = (images.astype(np.uint32) * self.out_levels // self.src_levels
+                      ).astype(np.uint8)
+        return np.ascontiguousarray(images)

@@ -38,14 +38,9 @@ def _sha256(path: str) -> str:
 def _check_records(tf, path, m, shape, levels):
     """Reads every record; returns (count, [problem, ...])."""
     h, w, c = shape
-    spec = {
-        "image": tf.io.FixedLenFeature([], tf.string, default_value=b""),
-        "height": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
-        "width": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
-        "channels": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
-    }
-    if m.has_labels:
-        spec["label"] = tf.io.FixedLenFeature([], tf.int64, default_value=-1)
+    from pixelrnn_tf import records
+
+    spec = records.feature_spec(labels=m.has_labels, shape=True, defaults=True)
     ds = tf.data.TFRecordDataset(path, compression_type=m.compression or "").batch(BATCH)
     it = iter(ds)
     count, problems = 0, []
@@ -107,6 +102,7 @@ def verify(data_dir: str) -> tuple[list[str], dict]:
     import tensorflow as tf
 
     from pixelrnn_tf import data as fmt
+    from pixelrnn_tf import records
 
     data_dir = os.path.normpath(data_dir)
     if not os.path.isdir(data_dir):
@@ -128,7 +124,7 @@ def verify(data_dir: str) -> tuple[list[str], dict]:
         for k, shard in enumerate(split.shards):
             listed.add(shard.file)
             path = os.path.join(data_dir, shard.file)
-            want = fmt.shard_filename(split.name, k, len(split.shards), m.compression)
+            want = records.shard_filename(split.name, k, len(split.shards), m.compression)
             if shard.file != want:
                 problems.append(f"{path}: listed as shard {k} of split {split.name!r}, which "
                                 f"must be named {want}")

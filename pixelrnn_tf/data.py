@@ -1,14 +1,9 @@
-"""Reading the TFRecord datasets written by `data_prep` (the format contract lives here).
+"""Reading the TFRecord datasets written by `data_prep`: the manifest and the tf.data reader.
 
-A dataset directory holds `<split>-00000-of-000NN.tfrecord` shards (`.tfrecord.gz` when
-GZIP-compressed) and `manifest.json`. Each record is one `tf.train.Example`:
-
-- `image`: bytes, the raw uint8 pixels of one image, row-major H x W x C;
-- `height`, `width`, `channels`: int64;
-- `label`: int64, only when the manifest says `has_labels`.
-
-The manifest names the dataset, its image shape, the number of levels (pixel values are in
-[0, levels)), and per split the shard files with their example counts, sizes and sha256.
+A dataset directory holds `manifest.json` and the shards, one `tf.train.Example` per image
+(the record codec and the shard file names: `pixelrnn_tf.records`). The manifest names the
+dataset, its image shape, the number of levels (pixel values are in [0, levels)), and per
+split the shard files with their example counts, sizes and sha256.
 
 `make_dataset` yields uint8 images of shape [B, H, W, C] (int32 with `dtype=tf.int32`), the
 integer images the model takes. Typical use:
@@ -22,24 +17,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import posixpath
-import re
 
 import tensorflow as tf
+
+from pixelrnn_tf import records
 
 FORMAT_NAME = "pixelrnn_tf.tfrecord"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 COMPRESSIONS = (None, "GZIP")
-FEATURES_DOC = {
-    "image": "bytes: raw uint8 pixels, row-major H x W x C",
-    "height": "int64",
-    "width": "int64",
-    "channels": "int64",
-    "label": "int64 class index (present only when has_labels is true)",
-}
-_SHARD_RE = re.compile(
-    r"^(?P<split>.+)-(?P<index>\d{5})-of-(?P<total>\d{5})\.tfrecord(?P<gz>\.gz)?$")
-_SPLIT_NAME_RE = re.compile(r"^[A-Za-z0-9_.]+$")
 _CHUNK = 256  # records per count-check step while reading a shard
 
 
@@ -102,20 +88,6 @@ class Manifest:
         return self.split(split).num_examples
 
 
-def shard_filename(split: str, index: int, num_shards: int, compression: str | None) -> str:
-    """`train-00003-of-00016.tfrecord` (`.tfrecord.gz` for GZIP)."""
-    suffix = ".tfrecord.gz" if compression == "GZIP" else ".tfrecord"
-    return f"{split}-{index:05d}-of-{num_shards:05d}{suffix}"
-
-
-def parse_shard_filename(name: str):
-    """Returns (split, index, total, gzipped) for a shard file name, or None."""
-    m = _SHARD_RE.match(name)
-    if not m:
-        return None
-    return m["split"], int(m["index"]), int(m["total"]), bool(m["gz"])
-
-
 def _join(data_dir: str, name: str) -> str:
     return posixpath.join(data_dir, name) if "://" in data_dir else f"{data_dir.rstrip('/')}/{name}"
 
@@ -162,8 +134,7 @@ def parse_manifest(raw: dict, data_dir: str = ".") -> Manifest:
     _need(isinstance(splits_raw, dict) and splits_raw, where, "'splits' must be a non-empty object")
     splits = {}
     for name, s in splits_raw.items():
-        _need(isinstance(name, str) and bool(_SPLIT_NAME_RE.match(name)), where,
-              f"bad split name {name!r}")
+        _need(records.is_split_name(name), where, f"bad split name {name!r}")
         _need(isinstance(s, dict) and _is_int(s.get("num_examples")) and s["num_examples"] >= 0
               and isinstance(s.get("shards"), list) and s["shards"], where,
               f"split {name!r} needs 'num_examples' and a non-empty 'shards' list")
@@ -290,7 +261,6 @@ def make_dataset(
     num_workers: int = 1,
     input_context: tf.distribute.InputContext | None = None,
     binarize: bool = False,
-    small_size: int | None = None,
     return_labels: bool = False,
     dtype: tf.DType = tf.uint8,
     num_epochs: int | None = None,
@@ -327,10 +297,8 @@ def make_dataset(
       binarize: dynamic binarization: every read draws each pixel ~ Bernoulli(x / (levels-1)),
         fresh in every epoch (reproducible with a seed; evaluation without a seed uses seed
         0, so every evaluation pass scores the same images). The output has 2 levels.
-      small_size: also return the s x s image for Multi-Scale PixelRNN, picked with a stride
-        (see `downsample`): elements become (small, full).
-      return_labels: elements become (x, labels) with int64 labels [B]; needs a labelled
-        dataset.
+      return_labels: elements become (images, labels) with int64 labels [B]; needs a
+        labelled dataset.
       dtype: tf.uint8 (default: a quarter of the memory and host-to-device traffic) or
         tf.int32 for the images; the model takes either.
       num_epochs: in training, stop after this many epochs (None: repeat forever).
@@ -341,9 +309,8 @@ def make_dataset(
       buffer_size: read buffer per shard file in bytes.
 
     Returns:
-      A `tf.data.Dataset` of images [B, H, W, C] (dtype `dtype`, values in [0, levels)),
-      of (small [B, s, s, C], full [B, H, W, C]) when `small_size` is set, and of
-      (that, labels [B]) when `return_labels`.
+      A `tf.data.Dataset` of images [B, H, W, C] (dtype `dtype`, values in [0, levels)), or
+      of (images, labels [B]) when `return_labels`.
 
     Raises:
       DataError: missing/invalid manifest, unknown split, shape or levels mismatch, missing or
@@ -352,7 +319,62 @@ def make_dataset(
     """
     manifest = read_manifest(data_dir)
     info = manifest.split(split)
-    h, w, c = manifest.image_shape
+    _check_request(manifest, info, batch_size, expected_shape, expected_levels, binarize,
+                   return_labels, dtype)
+    if verify_files:
+        check_files(manifest, split)
+    if deterministic and seed is None:
+        seed = 0
+
+    files, num_files, policy, shard_files = _pipeline_files(manifest, split, num_workers,
+                                                            input_context)
+    # Sharding by record (DATA) keeps every n-th element of a stream that must then be the
+    # same on every worker: fixed order and seeded shuffles. Sharding by FILE needs the
+    # same file order, so the file shuffle always has a seed.
+    data_sharded = shard_files is False or (
+        policy == tf.data.experimental.AutoShardPolicy.DATA and num_workers > 1)
+    if data_sharded and seed is None:
+        seed = 0x5EED
+    file_seed = 0x5EED if seed is None else seed
+    ordered = bool(deterministic or not training or data_sharded)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = policy
+    options.deterministic = ordered
+
+    if training:
+        files = files.shuffle(num_files, seed=file_seed, reshuffle_each_iteration=True)
+    compression = manifest.compression
+    serialized = files.interleave(
+        lambda p, n: _read_shard(p, n, compression, buffer_size),
+        cycle_length=max(1, min(num_files, 16)),
+        block_length=1,
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=ordered,
+    ).unbatch()
+    if shard_files is False:  # manual data sharding (input_context with too few shards)
+        serialized = serialized.shard(input_context.num_input_pipelines,
+                                      input_context.input_pipeline_id)
+    if training:
+        serialized = serialized.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        serialized = serialized.repeat(num_epochs)
+    batches = serialized.batch(batch_size, drop_remainder=training)
+
+    decode = _batch_decoder(manifest, batch_size if training else None, return_labels, dtype,
+                            check_values)
+    if binarize:
+        # Evaluation must score the same binarization on every pass: default seed 0.
+        noise_seed = seed if (seed is not None or training) else 0
+        noise_seeds = tf.data.Dataset.random(seed=noise_seed).batch(2, drop_remainder=True)
+        batches = tf.data.Dataset.zip((batches, noise_seeds))
+    ds = batches.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=ordered)
+    ds = ds.prefetch(tf.data.AUTOTUNE)
+    return ds.with_options(options)
+
+
+def _check_request(manifest, info, batch_size, expected_shape, expected_levels, binarize,
+                   return_labels, dtype):
+    """Raises DataError when `make_dataset`'s arguments do not fit the dataset."""
+    data_dir = manifest.data_dir
     levels = 2 if binarize else manifest.levels
     shape_str = "x".join(map(str, manifest.image_shape))
     if not (isinstance(batch_size, int) and batch_size > 0):
@@ -366,101 +388,58 @@ def make_dataset(
             hint = " (use binarize=True for dynamic binarization, or convert with --binarize)"
         raise DataError(f"{data_dir}: pixels have {levels} levels but the model expects "
                         f"{expected_levels}{hint}")
-    if small_size is not None and (small_size <= 0 or h % small_size or w % small_size):
-        raise DataError(f"small_size={small_size} must divide the image size {h}x{w}")
     if return_labels and not manifest.has_labels:
         raise DataError(f"{data_dir}: return_labels=True but the dataset has no labels")
     if dtype not in (tf.uint8, tf.int32):
         raise DataError(f"dtype must be tf.uint8 or tf.int32, got {dtype!r}")
     if info.num_examples == 0:
-        raise DataError(f"{data_dir}: split {split!r} is empty")
-    if verify_files:
-        check_files(manifest, split)
-    if deterministic and seed is None:
-        seed = 0
+        raise DataError(f"{data_dir}: split {info.name!r} is empty")
 
+
+def _pipeline_files(manifest, split, num_workers, input_context):
+    """The shards this input pipeline reads, and how tf.distribute shares the data.
+
+    Returns (dataset of (path, record count), number of files, AutoShardPolicy, shard_files):
+    shard_files is True when `input_context` gave this pipeline whole shards, False when it
+    must take every n-th record itself (too few shards), None without an input context.
+    """
     paths = manifest.shard_paths(split)
-    counts = [s.num_examples for s in info.shards]
+    counts = [s.num_examples for s in manifest.split(split).shards]
     files = tf.data.Dataset.from_tensor_slices((paths, tf.constant(counts, tf.int64)))
     num_files = len(paths)
-    options = tf.data.Options()
-    if input_context is not None and input_context.num_input_pipelines > 1:
-        n, i = input_context.num_input_pipelines, input_context.input_pipeline_id
-        policy = tf.data.experimental.AutoShardPolicy.OFF
-        shard_files = num_files >= n
-        if shard_files:
-            files = files.shard(n, i)
-            num_files = len(range(i, len(paths), n))
-    else:
-        policy = auto_shard_policy(num_files, num_workers)
-        shard_files = None
-    options.experimental_distribute.auto_shard_policy = policy
-    # Sharding by record (DATA) keeps every n-th element of a stream that must then be the
-    # same on every worker: fixed order and seeded shuffles. Sharding by FILE needs the
-    # same file order, so the file shuffle always has a seed.
-    data_sharded = shard_files is False or (
-        policy == tf.data.experimental.AutoShardPolicy.DATA and num_workers > 1)
-    if data_sharded and seed is None:
-        seed = 0x5EED
-    file_seed = 0x5EED if seed is None else seed
-    ordered = bool(deterministic or not training or data_sharded)
-    options.deterministic = ordered
+    if input_context is None or input_context.num_input_pipelines <= 1:
+        return files, num_files, auto_shard_policy(num_files, num_workers), None
+    n, i = input_context.num_input_pipelines, input_context.input_pipeline_id
+    shard_files = num_files >= n
+    if shard_files:
+        files = files.shard(n, i)
+        num_files = len(range(i, len(paths), n))
+    return files, num_files, tf.data.experimental.AutoShardPolicy.OFF, shard_files
 
-    if training:
-        files = files.shuffle(num_files, seed=file_seed, reshuffle_each_iteration=True)
-    compression = manifest.compression
-    records = files.interleave(
-        lambda p, n: _read_shard(p, n, compression, buffer_size),
-        cycle_length=max(1, min(num_files, 16)),
-        block_length=1,
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=ordered,
-    ).unbatch()
-    if shard_files is False:  # manual data sharding (input_context with too few shards)
-        records = records.shard(input_context.num_input_pipelines,
-                                input_context.input_pipeline_id)
-    if training:
-        records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-        records = records.repeat(num_epochs)
-    batches = records.batch(batch_size, drop_remainder=training)
 
-    has_labels = manifest.has_labels
-    nbytes = h * w * c
+def _batch_decoder(manifest, static_batch, return_labels, dtype, check_values):
+    """The map function of `make_dataset`: one batch of serialized Examples (and, when
+    binarizing, a noise seed) -> the output element, in a single map stage."""
+    h, w, c = manifest.image_shape
+    shape_str = "x".join(map(str, manifest.image_shape))
+    size_message = f"{manifest.data_dir}: a record's image is not {shape_str} uint8 bytes"
     value_limit = manifest.levels if (check_values and manifest.levels < 256) else None
-
     denom = float(manifest.levels - 1)
 
     def decode(serialized, noise_seed=None):
-        """One batch of serialized Examples -> the output element (a single map stage)."""
-        spec = {"image": tf.io.FixedLenFeature([], tf.string)}
-        if has_labels and return_labels:
-            spec["label"] = tf.io.FixedLenFeature([], tf.int64)
-        feats = tf.io.parse_example(serialized, spec)
-        raw = feats["image"]
-        size_ok = tf.debugging.assert_equal(
-            tf.strings.length(raw), nbytes,
-            message=f"{data_dir}: a record's image is not {shape_str} uint8 bytes")
-        with tf.control_dependencies([size_ok]):
-            images = tf.reshape(tf.io.decode_raw(raw, tf.uint8), [-1, h, w, c])
+        images, labels = records.decode_images(serialized, manifest.image_shape,
+                                               labels=return_labels, size_message=size_message)
         if value_limit is not None:
             range_ok = tf.debugging.assert_less(
                 tf.reduce_max(images), tf.constant(value_limit, tf.uint8),
-                message=f"{data_dir}: pixel value >= levels ({value_limit})")
+                message=f"{manifest.data_dir}: pixel value >= levels ({value_limit})")
             with tf.control_dependencies([range_ok]):
                 images = tf.identity(images)
         if noise_seed is not None:  # dynamic binarization: 1 with probability x / top level
             u = tf.random.stateless_uniform(tf.shape(images), seed=noise_seed)
             images = tf.cast(u < tf.cast(images, tf.float32) / denom, tf.uint8)
-        images.set_shape([batch_size if training else None, h, w, c])
+        images.set_shape([static_batch, h, w, c])
         images = tf.cast(images, dtype)
-        x = (downsample(images, small_size), images) if small_size is not None else images
-        return (x, feats["label"]) if return_labels else x
+        return (images, labels) if return_labels else images
 
-    if binarize:
-        # Evaluation must score the same binarization on every pass: default seed 0.
-        noise_seed = seed if (seed is not None or training) else 0
-        noise_seeds = tf.data.Dataset.random(seed=noise_seed).batch(2, drop_remainder=True)
-        batches = tf.data.Dataset.zip((batches, noise_seeds))
-    ds = batches.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=ordered)
-    ds = ds.prefetch(tf.data.AUTOTUNE)
-    return ds.with_options(options)
+    return decode

@@ -14,7 +14,7 @@ import pytest
 
 import data_fixtures as fx
 
-from data_prep import convert as convert_mod
+from data_prep import write as write_mod
 from data_prep import sources
 from data_prep.convert import convert
 
@@ -464,14 +464,14 @@ def test_overwrite_refuses_a_directory_that_is_not_a_dataset(tmp_path, capsys, g
 def test_interrupted_convert_leaves_nothing(tmp_path, capsys, monkeypatch, grey_npy):
     path, _ = grey_npy
     calls = []
-    real_write = convert_mod._SplitWriter.write
+    real_write = write_mod.SplitWriter.write
 
     def write_then_interrupt(self, images, labels):
         real_write(self, images, labels)
         calls.append(1)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(convert_mod._SplitWriter, "write", write_then_interrupt)
+    monkeypatch.setattr(write_mod.SplitWriter, "write", write_then_interrupt)
     out = tmp_path / "new" / "deeper" / "out"
     rc, _, err = fx.run_cli(capsys, "convert", f"npy:{path}", "--out", out)
     assert calls and rc == 130 and "interrupted" in err

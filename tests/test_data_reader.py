@@ -148,16 +148,6 @@ def test_expected_shape_and_levels_are_checked(ids_dir):
         data.make_dataset(d, "valid", 4, True)
 
 
-def test_multiscale_pairs_by_strided_pick(grey_dir):
-    d, images = grey_dir
-    ds = data.make_dataset(str(d), "train", batch_size=40, training=False, small_size=4)
-    small, full = next(iter(ds))
-    np.testing.assert_array_equal(full.numpy(), images)
-    np.testing.assert_array_equal(small.numpy(), images[:, ::2, ::2, :])
-    with pytest.raises(data.DataError, match="small_size=3 must divide"):
-        data.make_dataset(str(d), "train", 4, False, small_size=3)
-
-
 def test_dynamic_binarization(grey_dir):
     d, images = grey_dir
     ev = data.make_dataset(str(d), "train", batch_size=40, training=False, binarize=True,
@@ -284,18 +274,3 @@ def test_manifest_errors(tmp_path):
         (tmp_path / "manifest.json").write_text(json.dumps({**good, **change}))
         with pytest.raises(data.DataError, match=msg):
             data.read_manifest(str(tmp_path))
-
-
-def test_downsample_helper():
-    x = tf.reshape(tf.range(2 * 6 * 6), [2, 6, 6, 1])
-    np.testing.assert_array_equal(data.downsample(x, 3).numpy(), x.numpy()[:, ::2, ::2])
-    with pytest.raises(data.DataError):
-        data.downsample(x, 4)
-
-
-def test_shard_filenames():
-    assert data.shard_filename("train", 3, 16, None) == "train-00003-of-00016.tfrecord"
-    assert data.shard_filename("test", 0, 1, "GZIP") == "test-00000-of-00001.tfrecord.gz"
-    assert data.parse_shard_filename("validation-00002-of-00004.tfrecord.gz") == (
-        "validation", 2, 4, True)
-    assert data.parse_shard_filename("train.tfrecord") is None
