@@ -39,7 +39,7 @@ import tempfile
 import keras
 import tensorflow as tf
 
-from pixelrnn_tf import losses, sampling
+from pixelrnn_tf import losses, records, sampling
 
 SIGNATURES = ("serving_default", "sample", "complete")
 EXAMPLES_SIGNATURE = "serve_examples"
@@ -115,16 +115,10 @@ class _Endpoints:
     def score_examples(self, examples):
         """Serialized tf.train.Examples (data_prep format) -> the outputs of `score`."""
         examples = tf.ensure_shape(examples, [None], name="check_examples_shape")
-        features = tf.io.parse_example(
-            examples, {"image": tf.io.FixedLenFeature([], tf.string)})
-        raw = features["image"]
-        height, width, channels = self.shape
-        check = tf.debugging.assert_equal(
-            tf.strings.length(raw), height * width * channels,
-            message=f"each example's 'image' must hold {height}x{width}x{channels} "
-                    f"uint8 bytes")
-        raw = _with_checks(raw, [check])
-        images = tf.reshape(tf.io.decode_raw(raw, tf.uint8), (-1,) + self.shape)
+        shape = "x".join(map(str, self.shape))
+        images, _ = records.decode_images(
+            examples, self.shape, size_message=f"each example's 'image' must hold {shape} "
+                                               "uint8 bytes")
         return self.score(images)
 
 
