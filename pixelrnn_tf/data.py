@@ -191,19 +191,6 @@ def auto_shard_policy(num_shards: int, num_workers: int) -> tf.data.experimental
     return policy.FILE if num_shards >= num_workers else policy.DATA
 
 
-def downsample(images: tf.Tensor, size: int) -> tf.Tensor:
-    """Strided pick: [B, H, W, C] -> [B, size, size, C], keeping pixel (i*H/size, j*W/size).
-
-    The top-left pixel of every (H/size) x (W/size) block is kept (no averaging), so the small
-    image has the same levels as the full one. H and W must be multiples of `size`.
-    """
-    h, w = images.shape[1], images.shape[2]
-    if size <= 0 or h % size or w % size:
-        raise DataError(f"cannot downsample {h}x{w} images to {size}x{size}: "
-                        "the size must divide the height and width")
-    return images[:, :: h // size, :: w // size, :]
-
-
 def check_files(manifest: Manifest, split: str) -> None:
     """Cheap check (one stat per shard): every shard exists and has the manifest's size."""
     for shard in manifest.split(split).shards:

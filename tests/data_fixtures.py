@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import pathlib
 import struct
 
@@ -29,6 +30,18 @@ def run_cli(capsys, *args) -> tuple[int, str, str]:
     from data_prep.__main__ import main
 
     return run_main(main, args, capsys)
+
+
+def manifest(data_dir) -> dict:
+    """The manifest.json of a dataset directory, as written."""
+    return json.loads((pathlib.Path(data_dir) / "manifest.json").read_text())
+
+
+def verify_ok(capsys, data_dir):
+    """`python -m data_prep verify` passes on `data_dir`."""
+    rc, out, err = run_cli(capsys, "verify", data_dir)
+    assert rc == 0, err
+    assert out.startswith("OK "), out
 
 
 def leftovers(out_dir: pathlib.Path) -> list[str]:

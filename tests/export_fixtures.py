@@ -10,10 +10,9 @@ import sys
 import textwrap
 
 import numpy as np
-import tensorflow as tf
 
 from draws import assert_same_draws
-from pixelrnn_tf import sampling
+from pixelrnn_tf import records, sampling
 
 SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
 # Runs first in every subprocess: neither this project nor Keras can be imported there,
@@ -55,15 +54,7 @@ def serialized_examples(images, shape_features=True):
     """tf.train.Examples in the data_prep format (the height, width and channels features
     are optional for the serve_examples signature). None of them ends with a zero byte, so
     numpy's fixed-width bytes arrays (used for saved_model_cli) keep them intact."""
-    out = []
-    for image in images:
-        feature = {
-            "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image.tobytes()]))}
-        if shape_features:
-            feature.update({key: tf.train.Feature(int64_list=tf.train.Int64List(value=[size]))
-                            for key, size in zip(("height", "width", "channels"), image.shape)})
-        out.append(tf.train.Example(features=tf.train.Features(feature=feature))
-                   .SerializeToString())
+    out = list(records.encode_examples(np.asarray(images), shape_features=shape_features))
     assert not any(e.endswith(b"\0") for e in out)
     return out
 
