@@ -46,19 +46,21 @@ def compare(runs, split, data_dir=None, batch_size=100) -> list[dict]:
     the first "difference", "difference_standard_error" (this run minus the first)}]."""
     import tensorflow as tf
 
-    from pixelrnn_tf import data, training
+    from pixelrnn_tf import data
     from pixelrnn_tf.config import ConfigError
     from pixelrnn_tf.losses import nats_to_bits_per_dim
+    from pixelrnn_tf.steps import nll_dims
+    from pixelrnn_tf.workdir import TrainingError, Workdir, load_model
 
     rows, first, images = [], None, None
     for run in runs:
         try:
-            saved = training.read_workdir_config(run)
+            saved = Workdir(run).read()
             if saved is None:
                 raise CompareError(f"{run}: no config.json (not a train.py workdir)")
             config, spec = saved
-            model = training.load_model(run)
-        except (training.TrainingError, ConfigError) as err:
+            model = load_model(run)
+        except (TrainingError, ConfigError) as err:
             raise CompareError(f"{run}: cannot load the model ({err})") from None
         if images is None:  # the first run's data, binarization and seed, for every model
             images = dict(data_dir=data_dir or spec.data_dir, expected_shape=spec.image_shape,
@@ -73,7 +75,7 @@ def compare(runs, split, data_dir=None, batch_size=100) -> list[dict]:
             dataset = data.make_dataset(split=split, batch_size=batch_size, training=False,
                                         **images)
             nll = per_image_nll(model, dataset)
-        except (data.DataError, training.TrainingError) as err:
+        except (data.DataError, TrainingError) as err:
             raise CompareError(f"{run}: cannot score {split!r} of {source} ({err})") from None
         except tf.errors.OpError as err:
             raise CompareError(f"{run}: cannot score {split!r} of {source} "
@@ -81,7 +83,7 @@ def compare(runs, split, data_dir=None, batch_size=100) -> list[dict]:
         row = {"run": run, "images": len(nll), "nats": float(nll.mean()),
                "standard_error": standard_error(nll),
                "bits_per_dim": nats_to_bits_per_dim(float(nll.mean()),
-                                                    training.nll_dims(model)["total"])}
+                                                    nll_dims(model)["total"])}
         if first is None:
             first = nll
         else:  # the same images, read alike: nll[i] and first[i] score the same image

@@ -39,6 +39,7 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from pixelrnn_tf.cli import ArgumentParser, positive_int  # noqa: E402
+from pixelrnn_tf.images import BORDER_GREY, grid, to_display, write_png, zoomed  # noqa: E402
 
 # (dataset in the manifest, architecture) -> the paper's test result and its unit
 PAPER = {
@@ -203,7 +204,7 @@ def plot(results, path):
 # --------------------------------------------------------------------------------------------
 # Figures: sample grids and completions (--figures)
 
-HIDDEN_GREY = 128  # the occluded half of an image, and the 1-pixel borders of every grid
+HIDDEN_GREY = BORDER_GREY  # the occluded half of an image, grey as the 1-pixel borders
 
 
 class FigureInputs(NamedTuple):
@@ -219,9 +220,9 @@ def figure_checkpoint(run_dir):
     """"best" when the run has a best checkpoint (written at its first validation), else
     "latest"."""
     import tensorflow as tf
-    from pixelrnn_tf import training
+    from pixelrnn_tf.workdir import Workdir
 
-    best = tf.train.latest_checkpoint(os.path.join(run_dir, training.BEST_DIR))
+    best = tf.train.latest_checkpoint(Workdir(run_dir).best_dir)
     return "best" if best else "latest"
 
 
@@ -232,24 +233,26 @@ def prepare_figures(run_dir, split, num_images, data_dir=None):
     Raises ReportError (one line) for a run, checkpoint or data directory that is unusable.
     """
     import tensorflow as tf
-    from pixelrnn_tf import data, training
+    from pixelrnn_tf import data
     from pixelrnn_tf.config import ConfigError
+    from pixelrnn_tf.summaries import first_images
+    from pixelrnn_tf.workdir import TrainingError, Workdir, load_model
 
     run = os.path.basename(os.path.normpath(run_dir))
     try:
-        saved = training.read_workdir_config(run_dir)
+        workdir = Workdir(run_dir)
+        saved = workdir.read()
         if saved is None:
             raise ReportError(f"{run_dir}: no config.json (not a train.py workdir)")
         config, spec = saved
-        which = figure_checkpoint(run_dir)
-        checkpoint = training.checkpoint_path(run_dir, which)
-        model = training.load_model(run_dir, checkpoint)
-    except (training.TrainingError, ConfigError) as err:
+        checkpoint = workdir.checkpoint_path(figure_checkpoint(run_dir))
+        model = load_model(run_dir, checkpoint)
+    except (TrainingError, ConfigError) as err:
         raise ReportError(f"{run_dir}: cannot load the model ({err})") from None
     spec = dataclasses.replace(spec, data_dir=data_dir or spec.data_dir)
     try:
-        originals = training.first_images(spec, config, split, num_images)
-    except (data.DataError, training.TrainingError) as err:
+        originals = first_images(spec, config, split, num_images)
+    except (data.DataError, TrainingError) as err:
         hint = "" if data_dir else "; pass --data DIR if the data moved"
         raise ReportError(f"{run_dir}: cannot read the {split!r} images for the completion "
                           f"figure ({err}){hint}") from None
@@ -284,24 +287,11 @@ def draw_completions(model, originals, per_image, seed):
     return completed.reshape((len(originals), per_image) + completed.shape[1:])
 
 
-def display_values(images, levels):
-    """int [..., H, W, C] in [0, levels) -> uint8 of the same shape, 0 black, levels - 1
-    white (so 2-level and 256-level images both span 0..255)."""
-    return (np.asarray(images).astype(np.int64) * 255 // max(levels - 1, 1)).astype(np.uint8)
-
-
-def zoomed(picture, zoom):
-    """[H, W, C] -> [zoom H, zoom W, C], every pixel a zoom x zoom block (crisp pixels)."""
-    return np.repeat(np.repeat(picture, zoom, axis=0), zoom, axis=1)
-
-
 def samples_figure(samples, levels, zoom=1):
     """samples [N, H, W, C] in [0, levels) -> uint8 picture [zoom (rows (H + 1) + 1),
-    zoom (cols (W + 1) + 1), C'] with cols = ceil(sqrt(N)) (`training.image_grid`)."""
-    from pixelrnn_tf.training import image_grid
-
+    zoom (cols (W + 1) + 1), C'] with cols = ceil(sqrt(N)) (`pixelrnn_tf.images.grid`)."""
     columns = math.ceil(math.sqrt(len(samples)))
-    return zoomed(image_grid(display_values(samples, levels), 256, columns), zoom)
+    return zoomed(grid(to_display(samples, levels), columns), zoom)
 
 
 def completion_figure(originals, completions, levels, zoom=1):
@@ -311,29 +301,12 @@ def completion_figure(originals, completions, levels, zoom=1):
     Returns a uint8 picture [zoom (N (H + 1) + 1), zoom ((K + 2) (W + 1) + 1), C']; the
     occluded image shows its rows [H // 2, H) in grey (HIDDEN_GREY).
     """
-    from pixelrnn_tf.training import image_grid
-
-    shown = display_values(originals, levels)
+    shown = to_display(originals, levels)
     occluded = shown.copy()
     occluded[:, shown.shape[1] // 2:] = HIDDEN_GREY
-    rows = np.concatenate([occluded[:, None], display_values(completions, levels),
+    rows = np.concatenate([occluded[:, None], to_display(completions, levels),
                            shown[:, None]], axis=1)  # [N, K + 2, H, W, C]
-    return zoomed(image_grid(rows.reshape((-1,) + rows.shape[2:]), 256, rows.shape[1]), zoom)
-
-
-def write_png(picture, path):
-    """uint8 [H, W, 1 | 3 | 4] -> a PNG at `path` (written to a temporary name, then renamed)."""
-    from PIL import Image
-
-    if picture.shape[-1] == 1:
-        picture = picture[..., 0]
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        Image.fromarray(picture).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    return zoomed(grid(rows.reshape((-1,) + rows.shape[2:]), rows.shape[1]), zoom)
 
 
 def write_figures(inputs, out, num_samples, per_image, seed, zoom):
@@ -349,7 +322,7 @@ def write_figures(inputs, out, num_samples, per_image, seed, zoom):
             ("completions", completion_figure(inputs.originals, completions, levels, zoom),
              f"{len(inputs.originals)} images x {per_image} completions")):
         path = os.path.join(out, f"{inputs.run}_{name}.png")
-        write_png(picture, path)
+        write_png(path, picture)
         written.append((path, f"{what}, {source}"))
     return written
 

@@ -55,18 +55,19 @@ def make_dataset(root, shape, levels, num_images=256):
 def run_one(preset, replicas, jit, steps, log_every, data_dir, workdir):
     """In the child process: train a few steps; print one JSON line."""
     from pixelrnn_tf import config as config_lib
-    from pixelrnn_tf import training
+    from pixelrnn_tf.distribution import use_jit
+    from pixelrnn_tf.trainer import Trainer
 
     config = config_lib.apply_overrides(config_lib.get_preset(preset), [
         f"train_steps={steps}", f"steps_per_epoch={steps}", f"log_every_steps={log_every}",
         f"checkpoint_every_steps={steps}", "validation_split=", "image_every_epochs=0",
         "progress_bar=false", f"cpu_replicas={replicas if replicas > 1 else 0}",
         "binarize=false", "warmup_steps=0", f"jit_compile={jit}"])
-    trainer = training.Trainer(config, workdir, data_dir)
+    trainer = Trainer(config, workdir, data_dir)
     results = trainer.run()
     print("RESULT " + json.dumps({
         "images_per_second": results["train_images_per_second"],
-        "jit": training.use_jit(config, trainer.distribution),
+        "jit": use_jit(config, trainer.distribution),
         "parameters": trainer.model.count_params(), "batch": config.batch_size}), flush=True)
 
 

@@ -44,16 +44,14 @@ examples:
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line instead of usage + message
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="data_prep", description="Turn image datasets into verified, sharded "
+    # Imported here: pixelrnn_tf loads TensorFlow, which must see main()'s environment.
+    from pixelrnn_tf.cli import ArgumentParser
+
+    p = ArgumentParser(prog="data_prep", description="Turn image datasets into verified, sharded "
                 "TFRecords for pixelrnn_tf.", epilog=EXAMPLES,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
 
     c = sub.add_parser("convert", help="convert SOURCE(s) to a dataset directory",
                        description="Convert SOURCE(s) into DIR/<split>-NNNNN-of-NNNNN.tfrecord "
@@ -165,10 +163,26 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def _unexpected_line(error) -> str:
+    """Last resort: still one line, the traceback on request."""
+    if os.environ.get("DATA_PREP_DEBUG"):
+        traceback.print_exc()
+    msg = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return (f"error: unexpected {type(error).__name__}: {msg} (set DATA_PREP_DEBUG=1 for a "
+            "traceback)")
+
+
+def _os_error_line(error: OSError) -> str:
+    where = f"{error.filename}: " if getattr(error, "filename", None) else ""
+    return f"error: {where}{error.strerror or error}"
+
+
 def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # its banner would break 1-line errors
     args = build_parser().parse_args(argv)
+    from pixelrnn_tf.cli import Failure, run_command
+
     handler = {"convert": _convert, "verify": _verify, "show": _show}[args.command]
     old = None
     try:
@@ -176,24 +190,11 @@ def main(argv=None) -> int:
     except ValueError:  # not the main thread
         pass
     try:
-        return handler(args)
-    except DataPrepError as e:
-        print(f"data_prep: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("data_prep: interrupted; no output written", file=sys.stderr)
-        return 130
-    except OSError as e:
-        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
-        print(f"data_prep: error: {where}{e.strerror or e}", file=sys.stderr)
-        return 1
-    except Exception as e:  # last resort: still one line, traceback on request
-        if os.environ.get("DATA_PREP_DEBUG"):
-            traceback.print_exc()
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        print(f"data_prep: error: unexpected {type(e).__name__}: {msg} "
-              "(set DATA_PREP_DEBUG=1 for a traceback)", file=sys.stderr)
-        return 1
+        return run_command("data_prep", lambda: handler(args), [
+            Failure(DataPrepError),
+            Failure(OSError, _os_error_line),
+            Failure(Exception, _unexpected_line)],
+            interrupted="interrupted; no output written")
     finally:
         if old is not None:
             signal.signal(signal.SIGTERM, old)

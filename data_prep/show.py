@@ -33,22 +33,15 @@ def summary(m) -> list[str]:
 
 
 def grid(images: np.ndarray, levels: int, columns: int = 8, min_cell: int = 64) -> np.ndarray:
-    """[N, H, W, C] levels-valued images -> one uint8 [rows, cols, 3] picture."""
-    n, h, w, c = images.shape
-    scale = max(1, -(-min_cell // max(h, w)))
-    img = (images.astype(np.float32) * (255.0 / (levels - 1))).round().astype(np.uint8)
-    if c == 1:
-        img = np.repeat(img, 3, axis=-1)
-    img = img.repeat(scale, axis=1).repeat(scale, axis=2)
-    cols = min(columns, n)
-    rows = -(-n // cols)
-    ch, cw, pad = h * scale, w * scale, 2
-    out = np.full((rows * (ch + pad) + pad, cols * (cw + pad) + pad, 3), 128, np.uint8)
-    for i in range(n):
-        r, q = divmod(i, cols)
-        y, x = pad + r * (ch + pad), pad + q * (cw + pad)
-        out[y:y + ch, x:x + cw] = img[i]
-    return out
+    """[N, H, W, C] levels-valued images -> one uint8 [rows, cols, 3] picture: each image
+    zoomed to at least `min_cell` pixels, 2-pixel grey borders."""
+    from pixelrnn_tf.images import grid as picture_grid
+    from pixelrnn_tf.images import to_display, to_rgb
+
+    _, h, w, _ = images.shape
+    zoom = max(1, -(-min_cell // max(h, w)))
+    return picture_grid(to_rgb(to_display(images, levels, rounding="nearest")), columns,
+                        border=2, zoom=zoom)
 
 
 def show(data_dir: str, split: str | None = None, png: str | None = None, num: int = 64):
@@ -77,15 +70,11 @@ def show(data_dir: str, split: str | None = None, png: str | None = None, num: i
     except tf.errors.OpError as e:
         raise DataPrepError(f"{data_dir}: cannot read split {split!r} "
                             f"({e.message.strip().splitlines()[0]})") from None
-    from PIL import Image
+    from pixelrnn_tf.images import write_png
 
-    tmp = png + ".tmp"
     try:
-        Image.fromarray(grid(images, m.levels)).save(tmp, format="PNG")
-        os.replace(tmp, png)
+        write_png(png, grid(images, m.levels))
     except OSError as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
         raise DataPrepError(f"{png}: cannot write ({e.strerror or e})") from None
     lines.append(f"wrote a grid of the first {len(images)} {split} images to {png}")
     return lines

@@ -4,8 +4,8 @@ Averaging the weights of the last few checkpoints of a run (Polyak averaging ove
 training, as in tensor2tensor's avg_checkpoints) smooths the noise of the last SGD steps at no
 training cost (binarized MNIST, 3 checkpoints: test NLL -0.044 nats per image; README). The
 average is written as a work directory of its own, so that everything that reads a work
-directory (`train.py --evaluate`, `export.py`, `sample.py`, `benchmarks/report.py`) uses it
-unchanged:
+directory (`train.py --evaluate`, `export.py`, `pixelrnn_tf.cli.sample`,
+`benchmarks/report.py`) uses it unchanged:
 
     AVERAGED/config.json         the source's config and data, plus "averaged": {"from" (the
                                  source, relative to AVERAGED), "checkpoints", "steps"}
@@ -24,13 +24,13 @@ import shutil
 import numpy as np
 import tensorflow as tf
 
-from pixelrnn_tf import training
-from pixelrnn_tf.training import TrainingError
+from pixelrnn_tf.workdir import (AVERAGED_KEY, TrainingError, Workdir, build_model, make_checkpoint,
+                                 model_variables, restore_checkpoint, save_keras_model)
 
 
 def kept_checkpoints(workdir: str) -> list[str]:
     """The checkpoint prefixes kept in WORKDIR/checkpoints, oldest first."""
-    directory = os.path.join(workdir, training.CHECKPOINT_DIR)
+    directory = Workdir(workdir).checkpoint_dir
     try:
         state = tf.train.get_checkpoint_state(directory)
     except (ValueError, tf.errors.OpError) as e:  # an empty or corrupt state file
@@ -55,19 +55,16 @@ def average_checkpoints(source: str, out: str, last: int | None = None) -> dict:
     Raises TrainingError with a one-line message.
     """
     source, out = str(source), os.path.normpath(str(out))
-    saved = training.read_workdir_config(source)
-    if saved is None:
-        raise TrainingError(f"{source}: no {training.CONFIG_NAME} (not a training work "
-                            "directory)")
-    if training.averaged_source(source) is not None:
+    workdir = Workdir(source)
+    config, spec = workdir.require()
+    if workdir.averaged_source() is not None:
         raise TrainingError(f"{source} is itself an average of checkpoints; average the "
                             "checkpoints of the run it came from")
     if last is not None and last < 1:
         raise TrainingError(f"the number of checkpoints to average must be >= 1, got {last}")
     paths = kept_checkpoints(source)
     if not paths:
-        raise TrainingError(f"{os.path.join(source, training.CHECKPOINT_DIR)}: no checkpoint; "
-                            "train first")
+        raise TrainingError(f"{workdir.checkpoint_dir}: no checkpoint; train first")
     if last is not None:
         if last > len(paths):
             raise TrainingError(f"asked to average the last {last} checkpoints but "
@@ -81,15 +78,14 @@ def average_checkpoints(source: str, out: str, last: int | None = None) -> dict:
     except OSError as e:
         raise TrainingError(f"cannot create {parent} for {out} ({e.strerror})") from None
 
-    config, spec = saved
-    model = training.build_model(config, spec)
-    variables = training.model_variables(model)
+    model = build_model(config, spec)
+    variables = model_variables(model)
     step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-    checkpoint = training.make_checkpoint(model, step=step_var)
+    checkpoint = make_checkpoint(model, step=step_var)
     sums = {name: np.zeros(v.shape, np.float64) for name, v in variables.items()}
     steps = []
     for path in paths:
-        training.restore_checkpoint(checkpoint, path, partial=True)
+        restore_checkpoint(checkpoint, path, partial=True)
         steps.append(int(step_var.numpy()))
         for name, variable in variables.items():
             sums[name] += variable.numpy()
@@ -99,20 +95,19 @@ def average_checkpoints(source: str, out: str, last: int | None = None) -> dict:
 
     record = {"from": os.path.relpath(os.path.abspath(source), os.path.abspath(out)),
               "checkpoints": [os.path.basename(p) for p in paths], "steps": steps}
-    with open(os.path.join(source, training.CONFIG_NAME)) as f:
-        raw_config = json.load(f)  # format, config, data and "changes" as the source has them
-    raw_config[training.AVERAGED_KEY] = record
+    raw_config = workdir.raw_config()  # format, config, data and "changes" as the source has
+    raw_config[AVERAGED_KEY] = record
     tmp = os.path.join(parent, f".{os.path.basename(out)}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         os.makedirs(tmp)
-        with open(os.path.join(tmp, training.CONFIG_NAME), "w") as f:
+        written = Workdir(tmp)
+        with open(written.config_path, "w") as f:
             f.write(json.dumps(raw_config, indent=2) + "\n")
-        manager = tf.train.CheckpointManager(
-            checkpoint, os.path.join(tmp, training.CHECKPOINT_DIR), max_to_keep=1,
-            checkpoint_name="ckpt")
+        manager = tf.train.CheckpointManager(checkpoint, written.checkpoint_dir, max_to_keep=1,
+                                             checkpoint_name="ckpt")
         manager.save(checkpoint_number=steps[-1])
-        training.save_keras_model(model, os.path.join(tmp, training.FINAL_MODEL))
+        save_keras_model(model, written.final_model)
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -8,9 +8,11 @@ import keras
 import numpy as np
 import pytest
 
-import train
+from pixelrnn_tf.cli import train
 from cli_fixtures import load_script, run_main
-from pixelrnn_tf import data, training
+from pixelrnn_tf import averaging, data
+from pixelrnn_tf.trainer import evaluate
+from pixelrnn_tf.workdir import Workdir, load_model, model_variables
 from test_report import load_report
 
 
@@ -30,7 +32,7 @@ def trained(tmp_path_factory):
 
 
 def weights(model):
-    return {name: v.numpy() for name, v in training.model_variables(model).items()}
+    return {name: v.numpy() for name, v in model_variables(model).items()}
 
 
 def test_average_holds_the_mean_of_the_last_checkpoints(trained, tmp_path, capsys):
@@ -40,9 +42,9 @@ def test_average_holds_the_mean_of_the_last_checkpoints(trained, tmp_path, capsy
                                               "--average-last", "2"], capsys)
     assert code == 0, err
     assert "ckpt-4, ckpt-6" in stdout
-    at4 = weights(training.load_model(run, os.path.join(run, "checkpoints", "ckpt-4")))
-    at6 = weights(training.load_model(run, os.path.join(run, "checkpoints", "ckpt-6")))
-    averaged = weights(training.load_model(out))
+    at4 = weights(load_model(run, os.path.join(run, "checkpoints", "ckpt-4")))
+    at6 = weights(load_model(run, os.path.join(run, "checkpoints", "ckpt-6")))
+    averaged = weights(load_model(out))
     assert averaged.keys() == at6.keys()
     moved = 0
     for name, value in averaged.items():
@@ -64,7 +66,7 @@ def test_averaged_run_exports_for_serving(trained, tmp_path, capsys):
     """export.py reads an average like any run: the SavedModel scores with its weights."""
     import tensorflow as tf
 
-    import export
+    from pixelrnn_tf.cli import export
 
     run, _ = trained
     out = str(tmp_path / "avg")
@@ -75,9 +77,9 @@ def test_averaged_run_exports_for_serving(trained, tmp_path, capsys):
     images = np.arange(2 * 8 * 8).reshape(2, 8, 8, 1).astype(np.uint8) % 17
     served = tf.saved_model.load(str(tmp_path / "exports" / "1"))
     scores = served.signatures["serving_default"](images=tf.constant(images))
-    expected = training.load_model(out).log_prob(images).numpy()
+    expected = load_model(out).log_prob(images).numpy()
     np.testing.assert_allclose(scores["log_prob"].numpy(), expected, rtol=1e-5)
-    other = training.load_model(run).log_prob(images).numpy()  # the last checkpoint alone
+    other = load_model(run).log_prob(images).numpy()  # the last checkpoint alone
     assert not np.allclose(other, expected, rtol=1e-5)
 
 
@@ -168,7 +170,7 @@ def test_average_never_overwrites_and_a_failed_write_leaves_nothing(trained, tmp
     def full_disk(model, path):
         raise OSError(28, "No space left on device", path)
 
-    monkeypatch.setattr(training, "save_keras_model", full_disk)
+    monkeypatch.setattr(averaging, "save_keras_model", full_disk)
     code, _, err = run_main(train.main, ["--workdir", tmp_path / "avg", "--average-from", run],
                             capsys)
     assert code == 1 and "No space left on device" in err
@@ -187,10 +189,10 @@ def test_compare_nll_scores_the_same_images_and_pairs_them(trained, capsys):
     assert run_main(train.main, ["--workdir", out, "--average-from", run], capsys)[0] == 0
     compare = load_compare()
     rows = compare.compare([run, out, run], "validation")
-    data_dir = training.read_workdir_config(run)[1].data_dir
+    data_dir = Workdir(run).read()[1].data_dir
     assert [r["images"] for r in rows] == [data.num_examples(data_dir, "validation")] * 3
     for row, workdir in zip(rows, (run, out)):
-        expected = training.evaluate(workdir, None, "validation")["nats"]
+        expected = evaluate(workdir, None, "validation")["nats"]
         assert abs(row["nats"] - expected) < 1e-3 * expected
     assert rows[0]["standard_error"] > 0
     assert abs(rows[1]["difference"] - (rows[1]["nats"] - rows[0]["nats"])) < 1e-9

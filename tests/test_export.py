@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import export as export_cli
+from pixelrnn_tf.cli import export as export_cli
 from cli_fixtures import run_main
 from export_fixtures import (ASSERT_NO_PROJECT_LOADED, NO_PROJECT, assert_outputs_match,
                              assert_saved_outputs_match, call_every_signature,
@@ -21,7 +21,7 @@ from export_fixtures import (ASSERT_NO_PROJECT_LOADED, NO_PROJECT, assert_output
                              write_requests)
 from draws import assert_same_draws
 from pixelrnn_tf import PixelRNN, sampling, serving
-from pixelrnn_tf import sample as sample_cli
+from pixelrnn_tf.cli import sample as sample_cli
 
 SHAPE = (4, 5, 3)
 LEVELS = 7
@@ -281,7 +281,7 @@ def workdir(tmp_path_factory):
     """A training workdir made by the real training code (tiny preset, a few steps)."""
     from data_prep.__main__ import main as data_prep_main
     from pixelrnn_tf import config as config_lib
-    from pixelrnn_tf import training
+    from pixelrnn_tf.trainer import train_and_evaluate
 
     root = tmp_path_factory.mktemp("training")
     assert data_prep_main(["convert", "digits", "--out", str(root / "data"), "--limit", "120",
@@ -289,7 +289,7 @@ def workdir(tmp_path_factory):
     config = dataclasses.replace(config_lib.get_preset("test"), train_steps=3,
                                  steps_per_epoch=3, checkpoint_every_steps=3, eval_batches=1,
                                  jit_compile="off")
-    training.train_and_evaluate(config, str(root / "work"), str(root / "data"))
+    train_and_evaluate(config, str(root / "work"), str(root / "data"))
     return root / "work"
 
 

@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-import export as export_cli
+from pixelrnn_tf.cli import export as export_cli
 from cli_fixtures import run_main
 from export_fixtures import (ASSERT_NO_PROJECT_LOADED, NO_PROJECT, NUM_SAMPLES, SEED,
                              TEMPERATURE, assert_outputs_match,
@@ -24,7 +24,7 @@ from export_fixtures import (ASSERT_NO_PROJECT_LOADED, NO_PROJECT, NUM_SAMPLES, 
                              write_requests)
 from draws import assert_same_draws
 from pixelrnn_tf import MultiScalePixelRNN, PixelRNN, sampling, serving
-from pixelrnn_tf import sample as sample_cli
+from pixelrnn_tf.cli import sample as sample_cli
 
 N, S, F = 8, 4, 2
 CHANNELS, LEVELS = 3, 7

@@ -18,9 +18,11 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import export as export_cli
-import train
-from pixelrnn_tf import MultiScalePixelRNN, serving, training
+from pixelrnn_tf.cli import export as export_cli
+from pixelrnn_tf.cli import train
+from pixelrnn_tf import MultiScalePixelRNN, serving
+from pixelrnn_tf.trainer import train_and_evaluate
+from pixelrnn_tf.workdir import TrainingError, Workdir, load_model, model_variables
 from pixelrnn_tf import config as config_lib
 from pixelrnn_tf.config import ConfigError
 
@@ -151,7 +153,7 @@ def test_train_cli_writes_checkpoints_and_both_terms(run):
     assert "training from scratch: multi-scale 4x4 -> 8x8, row_lstm" in out
     assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")).endswith("ckpt-6")
     assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints", "best"))
-    config, spec = training.read_workdir_config(workdir)
+    config, spec = Workdir(workdir).read()
     assert config.small_size == SMALL and spec.image_shape == (8, 8, 1)
     train_dir, validation_dir = (os.path.join(workdir, d) for d in ("train", "validation"))
     dims = {"": 64, "small_": SMALL * SMALL, "conditional_": 64 - SMALL * SMALL}
@@ -211,9 +213,9 @@ def test_two_replicas_give_the_same_terms(run, data_dir, tmp_path):
 
 def test_checkpoints_hold_every_variable_of_both_stages(run):
     workdir, _ = run
-    model = training.load_model(workdir)
+    model = load_model(workdir)
     assert isinstance(model, MultiScalePixelRNN) and model.small_size == SMALL
-    names = training.model_variables(model)
+    names = model_variables(model)
     assert len(names) == len(model.variables)
     for expected in ("small/block_0/rnn/state_kernel", "full/block_0/rnn/state_kernel",
                      "encoder_0/kernel", "encoder_1/kernel", "upsample/kernel",
@@ -230,12 +232,12 @@ def test_checkpoints_hold_every_variable_of_both_stages(run):
     for a, b in zip(model.variables, final.variables):
         assert a.path.split("/", 1)[1] == b.path.split("/", 1)[1]
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
-    earlier = training.load_model(workdir, os.path.join(workdir, "checkpoints", "ckpt-3"))
+    earlier = load_model(workdir, os.path.join(workdir, "checkpoints", "ckpt-3"))
     for prefix in ("small/", "full/", "multi_scale"):
         assert any(not np.array_equal(a.numpy(), c.numpy())
                    for a, c in zip(model.variables, earlier.variables)
                    if a.path.startswith(prefix)), prefix
-    assert isinstance(training.load_model(workdir, "best"), MultiScalePixelRNN)
+    assert isinstance(load_model(workdir, "best"), MultiScalePixelRNN)
 
 
 def test_resuming_from_a_checkpoint_reaches_the_same_weights(run, data_dir, tmp_path):
@@ -250,15 +252,15 @@ def test_resuming_from_a_checkpoint_reaches_the_same_weights(run, data_dir, tmp_
             shutil.copy(os.path.join(straight_dir, "checkpoints", name), workdir / "checkpoints")
     (workdir / "checkpoints" / "checkpoint").write_text(
         'model_checkpoint_path: "ckpt-3"\nall_model_checkpoint_paths: "ckpt-3"\n')
-    halfway = training.load_model(str(workdir))
-    config, _ = training.read_workdir_config(str(workdir))
-    with pytest.raises(training.TrainingError, match=r"small_size=4 \(now 2\)"):
-        training.train_and_evaluate(dataclasses.replace(config, small_size=2), str(workdir),
+    halfway = load_model(str(workdir))
+    config, _ = Workdir(str(workdir)).read()
+    with pytest.raises(TrainingError, match=r"small_size=4 \(now 2\)"):
+        train_and_evaluate(dataclasses.replace(config, small_size=2), str(workdir),
                                     data_dir)
     # Validation and images do not touch the weights: leave them out to save time.
     quick = dataclasses.replace(config, image_every_epochs=0, validation_split="")
-    assert training.train_and_evaluate(quick, str(workdir), data_dir)["step"] == STEPS
-    resumed, straight = training.load_model(str(workdir)), training.load_model(straight_dir)
+    assert train_and_evaluate(quick, str(workdir), data_dir)["step"] == STEPS
+    resumed, straight = load_model(str(workdir)), load_model(straight_dir)
     assert len(resumed.variables) == len(straight.variables)
     for a, b in zip(resumed.variables, straight.variables):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=0, atol=1e-6, err_msg=a.path)
@@ -330,7 +332,7 @@ def test_export_of_the_workdir_scores_like_the_model(run, tmp_path):
     signatures = tf.saved_model.load(str(base / "1")).signatures
     assert set(serving.SIGNATURES) <= set(signatures)
 
-    model = training.load_model(workdir)
+    model = load_model(workdir)
     images = np.random.default_rng(0).integers(0, 17, (3, 8, 8, 1)).astype(np.uint8)
     scored = signatures["serving_default"](images=tf.constant(images))
     want = model.log_prob(images.astype(np.int32)).numpy()

@@ -18,12 +18,12 @@ STEPS = 12
 DRIVER = """
 import json, os, sys
 import numpy as np
-from pixelrnn_tf import training
 from pixelrnn_tf.config import apply_overrides, get_preset
+from pixelrnn_tf.trainer import Trainer
 
 workdir, data_dir, out = sys.argv[1:4]
 config = apply_overrides(get_preset("test"), sys.argv[4:])
-trainer = training.Trainer(config, workdir, data_dir)
+trainer = Trainer(config, workdir, data_dir)
 results = trainer.run()
 np.savez(out, **{v.path.split("/", 1)[1].replace("/", "."): v.numpy()
                  for v in trainer.model.variables})
@@ -100,9 +100,9 @@ def test_two_workers_end_with_identical_weights(tmp_path, digits):
     assert (workdir / "model.keras").exists() and (workdir / "config.json").exists()
     assert os.listdir(tmp_path / "tmp1") == []
     # The weights are those of the chief's last checkpoint ...
-    from pixelrnn_tf import training
+    from pixelrnn_tf.workdir import load_model
 
-    trained = training.load_model(str(workdir))
+    trained = load_model(str(workdir))
     for variable in trained.variables:
         name = variable.path.split("/", 1)[1].replace("/", ".")
         np.testing.assert_allclose(variable.numpy(), first[name], rtol=0, atol=0)

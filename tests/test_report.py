@@ -11,6 +11,7 @@ from PIL import Image
 
 from cli_fixtures import load_script
 from data_fixtures import read_split
+from pixelrnn_tf.images import to_display
 
 
 def load_report():
@@ -71,7 +72,7 @@ def test_report_rejects_a_directory_that_is_not_a_run(tmp_path, capsys):
 def trained_run(tmp_path_factory):
     """A 1-layer h=4 Row LSTM trained for 6 steps on 8x8 digits (17 levels) by train.py, with
     a best checkpoint; returns (run dir, data dir)."""
-    import train
+    from pixelrnn_tf.cli import train
     from data_prep.convert import convert
 
     root = tmp_path_factory.mktemp("figures")
@@ -88,7 +89,7 @@ def read_png(path):
 
 
 def tile(picture, row, col, height, width):
-    """Image (row, col) of an unzoomed `training.image_grid` picture (1-pixel borders)."""
+    """Image (row, col) of an unzoomed `pixelrnn_tf.images.grid` picture (1-pixel borders)."""
     top, left = 1 + row * (height + 1), 1 + col * (width + 1)
     return picture[top: top + height, left: left + width]
 
@@ -179,8 +180,8 @@ def test_completion_figure_keeps_the_known_half(levels, channels):
             assert np.array_equal(tile(figure, r, c + 1, size, size),
                                   scaled(completions[r, c]))
         # The top level renders white whatever the number of levels.
-        assert np.array_equal(report.display_values(np.full_like(originals[r], levels - 1),
-                                                    levels), white)
+        assert np.array_equal(to_display(np.full_like(originals[r], levels - 1), levels),
+                              white)
 
     samples = report.draw_samples(model, 4, seed=1)
     assert samples.shape == (4, size, size, channels)

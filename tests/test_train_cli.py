@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import train
+from pixelrnn_tf.cli import train
 from cli_fixtures import run_main
-from pixelrnn_tf import training
+from pixelrnn_tf.workdir import DataSpec, Workdir, load_model
 from pixelrnn_tf.config import PRESETS, TrainConfig, get_preset
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -118,15 +118,15 @@ def test_bad_data_is_one_line(capsys, tmp_path, digits):
 
 def test_resume_with_other_data_or_model_is_one_line(capsys, tmp_path, digits):
     workdir = tmp_path / "work"
-    other = training.DataSpec(digits, "mnist", (28, 28, 1), 2)
-    training.write_workdir_config(str(workdir), get_preset("test"), other)
+    other = DataSpec(digits, "mnist", (28, 28, 1), 2)
+    Workdir(str(workdir)).write(get_preset("test"), other)
     code, _, err = main_in_process(capsys, "--data", digits, "--workdir", workdir)
     _one_line_error(code, err, "has 8x8x1 images with 17 levels but the model in")
     code, _, err = main_in_process(capsys, "--data", digits, "--workdir", workdir,
                                    "--set", "num_layers=3")
     _one_line_error(code, err, "num_layers=1 (now 3)")
-    right = training.DataSpec(digits, "digits", (8, 8, 1), 17)
-    training.write_workdir_config(str(workdir), get_preset("test"), right)
+    right = DataSpec(digits, "digits", (8, 8, 1), 17)
+    Workdir(str(workdir)).write(get_preset("test"), right)
     code, _, err = main_in_process(capsys, "--workdir", workdir, "--evaluate", "test")
     _one_line_error(code, err, "no checkpoint; train first")
     code, _, err = main_in_process(capsys, "--workdir", workdir, "--evaluate", "test",
@@ -211,12 +211,12 @@ def test_kill_9_then_rerun_resumes_to_the_same_weights(capsys, tmp_path, digits)
     killed_at = int(last.rsplit("-", 1)[1])
     assert 10 <= killed_at < 150 and killed_at % 10 == 0
 
-    at_kill = training.load_model(str(workdir), last)  # pruned by keep_checkpoints later
+    at_kill = load_model(str(workdir), last)  # pruned by keep_checkpoints later
     code, out, err = main_in_process(capsys, *command, "--workdir", workdir)  # the same command
     assert code == 0, err
     assert f"resuming from {last} (step {killed_at})" in out
-    straight = training.load_model(straight_dir)
-    again = training.load_model(str(workdir))
+    straight = load_model(straight_dir)
+    again = load_model(str(workdir))
     # Both runs take the same steps on the same batches with the same shapes in one process
     # kind on one machine, so the weights should agree bit for bit; 1e-6 forgives only a
     # rounding difference, while one step more or less (a batch skipped or repeated on resume)
@@ -242,5 +242,5 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path, digits):
     assert step >= 3
     assert f"SIGTERM: saved the checkpoint of step {step}" in err
     assert "Traceback" not in err
-    model = training.load_model(str(workdir), last)
+    model = load_model(str(workdir), last)
     assert all(np.isfinite(v.numpy()).all() for v in model.variables)

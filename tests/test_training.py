@@ -14,7 +14,11 @@ import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from pixelrnn_tf import config as config_lib
-from pixelrnn_tf import training
+from pixelrnn_tf.distribution import Distribution, epoch_seed, use_jit
+from pixelrnn_tf.images import image_grid
+from pixelrnn_tf.steps import make_learning_rate
+from pixelrnn_tf.trainer import Trainer, evaluate, train_and_evaluate
+from pixelrnn_tf.workdir import TrainingError, Workdir, build_model, load_model, model_variables
 from pixelrnn_tf.data import DataError
 
 
@@ -32,7 +36,7 @@ def trained(digits, tmp_path_factory):
     """A `test` preset run: 6 steps, 2 epochs of 3 steps, validation and images every epoch."""
     workdir = str(tmp_path_factory.mktemp("run") / "work")
     config = config_lib.get_preset("test")
-    results = training.train_and_evaluate(config, workdir, digits)
+    results = train_and_evaluate(config, workdir, digits)
     return workdir, config, results
 
 
@@ -65,7 +69,7 @@ def test_workdir_layout(trained):
     assert not [n for n in names if "tmp" in n or "partial" in n]
     assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")).endswith("ckpt-6")
     assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints", "best")) is not None
-    saved, spec = training.read_workdir_config(workdir)
+    saved, spec = Workdir(workdir).read()
     assert saved == config
     assert (spec.image_shape, spec.levels) == ((8, 8, 1), 17)
     with open(os.path.join(workdir, "eval_validation.json")) as f:
@@ -79,27 +83,27 @@ def test_checkpoint_holds_every_model_weight(trained):
     workdir, _, _ = trained
     path = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
     keys = tf.train.load_checkpoint(path).get_variable_to_shape_map()
-    model = training.load_model(workdir)
-    for name in training.model_variables(model):
+    model = load_model(workdir)
+    for name in model_variables(model):
         escaped = name.replace("/", ".S")
         assert f"model_variables/{escaped}/.ATTRIBUTES/VARIABLE_VALUE" in keys, name
 
 
 def test_load_model_restores_the_final_weights(trained):
     workdir, config, _ = trained
-    restored = training.load_model(workdir)
+    restored = load_model(workdir)
     final = keras.saving.load_model(os.path.join(workdir, "model.keras"))  # safe_mode on
-    fresh = training.build_model(config, training.read_workdir_config(workdir)[1])
+    fresh = build_model(config, Workdir(workdir).read()[1])
     assert len(restored.variables) == len(final.variables)
     for a, b, c in zip(restored.variables, final.variables, fresh.variables):
         assert a.path.split("/", 1)[1] == b.path.split("/", 1)[1]
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     assert any(not np.array_equal(a.numpy(), c.numpy())
                for a, c in zip(restored.variables, fresh.variables))
-    best = training.load_model(workdir, "best")
+    best = load_model(workdir, "best")
     assert isinstance(best, type(restored))
-    with pytest.raises(training.TrainingError, match="no such checkpoint"):
-        training.load_model(workdir, os.path.join(workdir, "checkpoints", "ckpt-999"))
+    with pytest.raises(TrainingError, match="no such checkpoint"):
+        load_model(workdir, os.path.join(workdir, "checkpoints", "ckpt-999"))
 
 
 def test_tensorboard_scalars_images_and_hparams(trained):
@@ -133,7 +137,7 @@ def test_tensorboard_scalars_images_and_hparams(trained):
 
 def test_evaluate_equals_an_independent_computation(trained, digits):
     workdir, _, _ = trained
-    result = training.evaluate(workdir, digits, "test")
+    result = evaluate(workdir, digits, "test")
     images = read_split(digits, "test")
     model = keras.saving.load_model(os.path.join(workdir, "model.keras"))
     logits = model(images.astype(np.int32)).numpy().astype(np.float64)
@@ -153,22 +157,22 @@ def test_evaluate_equals_an_independent_computation(trained, digits):
 def test_rerun_resumes_and_refuses_incompatible_settings(trained, digits, capsys):
     workdir, config, _ = trained
     longer = dataclasses.replace(config, train_steps=8, image_every_epochs=0, jit_compile="off")
-    assert training.train_and_evaluate(longer, workdir, digits)["step"] == 8
+    assert train_and_evaluate(longer, workdir, digits)["step"] == 8
     assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")).endswith("ckpt-8")
     # config.json is the new config plus the record of what changed at which step.
     assert "settings changed at step 6: train_steps 6 -> 8, image_every_epochs " \
         f"{config.image_every_epochs} -> 0" in capsys.readouterr().out
-    assert training.read_workdir_config(workdir)[0] == longer
+    assert Workdir(workdir).read()[0] == longer
     expected = [{"step": 6, "changed": {"train_steps": [6, 8],
                                         "image_every_epochs": [config.image_every_epochs, 0],
                                         "jit_compile": [config.jit_compile, "off"]}}]
     with open(os.path.join(workdir, "config.json")) as f:
         assert json.load(f)["changes"] == expected
-    training.train_and_evaluate(longer, workdir, digits)  # same settings: nothing to record
+    train_and_evaluate(longer, workdir, digits)  # same settings: nothing to record
     with open(os.path.join(workdir, "config.json")) as f:
         assert json.load(f)["changes"] == expected
-    with pytest.raises(training.TrainingError, match=r"hidden_dim=4 \(now 8\)"):
-        training.train_and_evaluate(dataclasses.replace(longer, hidden_dim=8), workdir, digits)
+    with pytest.raises(TrainingError, match=r"hidden_dim=4 \(now 8\)"):
+        train_and_evaluate(dataclasses.replace(longer, hidden_dim=8), workdir, digits)
 
 
 def test_resume_refuses_data_of_another_shape(trained, tmp_path):
@@ -181,19 +185,19 @@ def test_resume_refuses_data_of_another_shape(trained, tmp_path):
              validation=rng.integers(0, 256, (8, 6, 6), dtype=np.uint8))
     other = tmp_path / "small"
     convert([f"npz:{npz}"], str(other))
-    with pytest.raises(training.TrainingError, match="6x6x1 images with 256 levels.*8x8x1"):
-        training.train_and_evaluate(config, workdir, str(other))
+    with pytest.raises(TrainingError, match="6x6x1 images with 256 levels.*8x8x1"):
+        train_and_evaluate(config, workdir, str(other))
 
 
 def test_missing_or_corrupt_data(tmp_path):
     config = config_lib.get_preset("test")
     with pytest.raises(DataError, match="manifest.json: not found"):
-        training.train_and_evaluate(config, str(tmp_path / "work"), str(tmp_path / "none"))
+        train_and_evaluate(config, str(tmp_path / "work"), str(tmp_path / "none"))
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "manifest.json").write_text("{not json")
     with pytest.raises(DataError, match="not valid JSON"):
-        training.train_and_evaluate(config, str(tmp_path / "work"), str(bad))
+        train_and_evaluate(config, str(tmp_path / "work"), str(bad))
     assert not (tmp_path / "work").exists()
 
 
@@ -201,20 +205,20 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(trained, digit
     workdir = str(tmp_path / "work")
     shutil.copytree(trained[0], workdir)
     os.remove(os.path.join(workdir, "model.keras"))
-    config, _ = training.read_workdir_config(workdir)
+    config, _ = Workdir(workdir).read()
     last = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
     # A constant learning rate is restored with the checkpoint: the new one must win.
     exploding = dataclasses.replace(config, train_steps=100, learning_rate=1e30, clip_norm=0.0,
                                     jit_compile="off")
-    with pytest.raises(training.TrainingError, match="non-finite loss") as error:
-        training.train_and_evaluate(exploding, workdir, digits)
+    with pytest.raises(TrainingError, match="non-finite loss") as error:
+        train_and_evaluate(exploding, workdir, digits)
     match = re.search(r"at step (\d+): training stopped; the last good checkpoint is (\S+) ",
                       str(error.value))
     bad_step, good = int(match[1]), match[2]
     assert good == tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
     assert int(last.rsplit("-", 1)[1]) <= int(good.rsplit("-", 1)[1]) < bad_step
     assert not os.path.exists(os.path.join(workdir, "model.keras"))
-    model = training.load_model(workdir)
+    model = load_model(workdir)
     assert all(np.isfinite(v.numpy()).all() for v in model.variables)
 
 
@@ -225,16 +229,16 @@ def test_train_on_joined_splits_and_stop_at_a_step(digits, tmp_path, capsys):
         config_lib.get_preset("test"), train_split="train+validation", validation_split="",
         steps_per_epoch=0, batch_size=64, train_steps=5, image_every_epochs=0)
     straight = str(tmp_path / "straight")
-    training.train_and_evaluate(config, straight, digits)
+    train_and_evaluate(config, straight, digits)
     stopped = str(tmp_path / "stopped")
-    assert training.train_and_evaluate(config, stopped, digits, stop_at_step=3)["step"] == 3
+    assert train_and_evaluate(config, stopped, digits, stop_at_step=3)["step"] == 3
     assert "stopped at step 3 of 5: rerun to continue" in capsys.readouterr().out
     assert tf.train.latest_checkpoint(os.path.join(stopped, "checkpoints")).endswith("ckpt-3")
-    trainer = training.Trainer(config, stopped, digits)
+    trainer = Trainer(config, stopped, digits)
     num_images = read_split(digits, "train").shape[0] + read_split(digits, "validation").shape[0]
     assert trainer.steps_per_epoch == num_images // 64  # both splits make the epoch
     assert trainer.run()["step"] == 5
-    for a, b in zip(training.load_model(straight).weights, training.load_model(stopped).weights):
+    for a, b in zip(load_model(straight).weights, load_model(stopped).weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
     assert not os.path.exists(os.path.join(stopped, "eval_validation.json"))
     assert not os.path.exists(os.path.join(stopped, "validation"))  # no empty TensorBoard run
@@ -242,13 +246,13 @@ def test_train_on_joined_splits_and_stop_at_a_step(digits, tmp_path, capsys):
 
 def test_learning_rate_schedules():
     base = config_lib.get_preset("test")
-    cosine = training.make_learning_rate(dataclasses.replace(
+    cosine = make_learning_rate(dataclasses.replace(
         base, lr_schedule="cosine", learning_rate=0.01, train_steps=100, warmup_steps=10,
         final_lr_fraction=0.1))
     assert float(cosine(0)) == pytest.approx(0.0)
     assert float(cosine(10)) == pytest.approx(0.01)
     assert float(cosine(100)) == pytest.approx(0.001)
-    exponential = training.make_learning_rate(dataclasses.replace(
+    exponential = make_learning_rate(dataclasses.replace(
         base, lr_schedule="exponential", learning_rate=0.01, train_steps=100,
         final_lr_fraction=0.25))
     assert float(exponential(50)) == pytest.approx(0.005)
@@ -256,14 +260,14 @@ def test_learning_rate_schedules():
 
 
 def test_epoch_seeds_depend_on_seed_and_epoch_only():
-    assert training.epoch_seed(0, 3) == training.epoch_seed(0, 3)
-    seeds = {training.epoch_seed(s, e) for s in range(3) for e in range(50)}
+    assert epoch_seed(0, 3) == epoch_seed(0, 3)
+    seeds = {epoch_seed(s, e) for s in range(3) for e in range(50)}
     assert len(seeds) == 150
 
 
 def test_image_grid():
     images = np.arange(2 * 2 * 3 * 1).reshape(2, 2, 3, 1) % 5
-    grid = training.image_grid(images, levels=5, columns=2)
+    grid = image_grid(images, levels=5, columns=2)
     assert grid.shape == (1 + 3, 1 + 2 * 4, 1) and grid.dtype == np.uint8
     np.testing.assert_array_equal(grid[1:3, 1:4, 0], images[0, ..., 0] * 255 // 4)
     np.testing.assert_array_equal(grid[1:3, 5:8, 0], images[1, ..., 0] * 255 // 4)
@@ -275,11 +279,11 @@ def test_jit_auto_is_on_for_recurrent_layers_with_several_local_replicas():
         def __init__(self, replicas):
             self.num_replicas_in_sync = replicas
 
-    one, two = (training.Distribution(Strategy(n), True, 0, 1) for n in (1, 2))
-    workers = training.Distribution(Strategy(2), True, 0, 2)
+    one, two = (Distribution(Strategy(n), True, 0, 1) for n in (1, 2))
+    workers = Distribution(Strategy(2), True, 0, 2)
     test = config_lib.get_preset("test")
-    assert training.use_jit(test, two)
-    assert not training.use_jit(test, one) and not training.use_jit(test, workers)
-    assert not training.use_jit(dataclasses.replace(test, architecture="pixelcnn"), two)
-    assert training.use_jit(dataclasses.replace(test, jit_compile="on"), one)
-    assert not training.use_jit(dataclasses.replace(test, jit_compile="off"), two)
+    assert use_jit(test, two)
+    assert not use_jit(test, one) and not use_jit(test, workers)
+    assert not use_jit(dataclasses.replace(test, architecture="pixelcnn"), two)
+    assert use_jit(dataclasses.replace(test, jit_compile="on"), one)
+    assert not use_jit(dataclasses.replace(test, jit_compile="off"), two)

@@ -1,4 +1,4 @@
-"""The whole main job on the built-in digits: `python -m pixelrnn_tf.demo --out DIR`.
+"""The whole main job on the built-in digits: `python -m pixelrnn_tf.cli.demo --out DIR`.
 
 1. converts scikit-learn's 8x8 digits (17 levels) into TFRecords in OUT/data/digits;
 2. trains the `demo` preset in OUT/workdir (rerunning resumes; a finished run is reused);
@@ -12,12 +12,12 @@ Takes a couple of minutes on 2 CPU cores. `make demo` runs it with OUT=demo_out.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from pixelrnn_tf.cli import (EXIT_PREEMPTED, ArgumentParser, Failure, run_command,
+                             tensorflow_error_line)
 
 PNG_SCALE = 4  # 8x8 digits are tiny: draw every pixel as a 4x4 block
 
@@ -37,20 +37,12 @@ def prepare_digits(out_dir: str) -> str:
     return data_dir
 
 
-def write_png(path: str, picture) -> None:
-    """uint8 [H, W, C] -> PNG at `path`, written to a temporary name first."""
-    import numpy as np
-    import tensorflow as tf
-
-    picture = np.repeat(np.repeat(picture, PNG_SCALE, axis=0), PNG_SCALE, axis=1)
-    tmp = f"{path}.partial-{os.getpid()}"
-    tf.io.write_file(tmp, tf.io.encode_png(picture))
-    os.replace(tmp, path)
-
-
 def run(out_dir: str, overrides=()) -> dict:
     from pixelrnn_tf import config as config_lib
-    from pixelrnn_tf import training
+    from pixelrnn_tf.images import image_grid, write_png, zoomed
+    from pixelrnn_tf.summaries import first_images, sample_grids
+    from pixelrnn_tf.trainer import evaluate, train_and_evaluate
+    from pixelrnn_tf.workdir import Workdir, load_model
 
     start = time.perf_counter()
     os.makedirs(out_dir, exist_ok=True)
@@ -58,21 +50,23 @@ def run(out_dir: str, overrides=()) -> dict:
     workdir = os.path.join(out_dir, "workdir")
     config = config_lib.apply_overrides(config_lib.get_preset("demo"), overrides)
     print(f"[2/4] training the demo preset in {workdir}", flush=True)
-    training.train_and_evaluate(config, workdir, data_dir)
+    train_and_evaluate(config, workdir, data_dir)
 
     print("[3/4] evaluating the best checkpoint on the test split", flush=True)
-    result = training.evaluate(workdir, data_dir, "test", checkpoint="best", config=config)
+    result = evaluate(workdir, data_dir, "test", checkpoint="best", config=config)
 
     print("[4/4] sampling", flush=True)
-    model = training.load_model(workdir, "best")
-    spec = training.read_workdir_config(workdir)[1]
-    originals = training.first_images(spec, config, "test", 8)
-    grids = training.sample_grids(model, originals, num_samples=64, seed=0, temperature=1.0)
+    model = load_model(workdir, "best")
+    files = Workdir(workdir)
+    spec = files.read().data
+    originals = first_images(spec, config, "test", 8)
+    grids = sample_grids(model, originals, num_samples=64, seed=0, temperature=1.0)
     samples_png = os.path.join(out_dir, "samples.png")
     completions_png = os.path.join(out_dir, "completions.png")
-    write_png(samples_png, training.image_grid(grids["samples"], spec.levels, columns=8))
-    write_png(completions_png, training.image_grid(grids["completions"], spec.levels,
-                                                   columns=len(originals)))
+    write_png(samples_png, zoomed(image_grid(grids["samples"], spec.levels, columns=8),
+                                  PNG_SCALE))
+    write_png(completions_png, zoomed(image_grid(grids["completions"], spec.levels,
+                                                 columns=len(originals)), PNG_SCALE))
     minutes = (time.perf_counter() - start) / 60
     print(f"""
 demo finished in {minutes:.1f} min
@@ -80,17 +74,16 @@ demo finished in {minutes:.1f} min
 {result['num_images']} images, best checkpoint (step {result['step']})
   samples:      {samples_png}
   completions:  {completions_png} (rows: originals, top halves given, completions)
-  checkpoints:  {os.path.join(workdir, training.CHECKPOINT_DIR)} (best: \
-{os.path.join(workdir, training.BEST_DIR)})
-  final model:  {os.path.join(workdir, training.FINAL_MODEL)}
-  evaluation:   {os.path.join(workdir, 'eval_test.json')}
+  checkpoints:  {files.checkpoint_dir} (best: {files.best_dir})
+  final model:  {files.final_model}
+  evaluation:   {files.eval_path('test')}
   TensorBoard:  tensorboard --logdir {workdir}""", flush=True)
     return result
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pixelrnn_tf.demo",
-                                     description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m pixelrnn_tf.cli.demo",
+                            description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="demo_out", metavar="DIR",
                         help="output directory (default demo_out)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
@@ -102,20 +95,17 @@ def main(argv=None) -> int:
     from data_prep.errors import DataPrepError
     from pixelrnn_tf.config import ConfigError
     from pixelrnn_tf.data import DataError
-    from pixelrnn_tf.training import Preempted, TrainingError
+    from pixelrnn_tf.trainer import Preempted
+    from pixelrnn_tf.workdir import TrainingError
 
-    try:
+    def command():
         run(args.out, args.overrides)
         return 0
-    except Preempted as e:
-        print(f"demo: {e}", file=sys.stderr)
-        return 143
-    except (ConfigError, DataError, DataPrepError, TrainingError, OSError) as e:
-        print(f"demo: error: {e}", file=sys.stderr)
-        return 1
-    except tf.errors.OpError as e:
-        print(f"demo: error: {e.message.strip().splitlines()[0]}", file=sys.stderr)
-        return 1
+
+    return run_command("demo", command, [
+        Failure(Preempted, str, EXIT_PREEMPTED),
+        Failure((ConfigError, DataError, DataPrepError, TrainingError, OSError)),
+        Failure(tf.errors.OpError, tensorflow_error_line)])
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """Sample or complete images with a trained PixelRNN and write a PNG grid.
 
-    python -m pixelrnn_tf.sample --workdir DIR [--checkpoint latest|best] --num 16 \\
+    python -m pixelrnn_tf.cli.sample --workdir DIR [--checkpoint latest|best] --num 16 \\
         --out samples.png
-    python -m pixelrnn_tf.sample --saved-model EXPORT_BASE/1 --num 16 --out samples.png
-    python -m pixelrnn_tf.sample --workdir DIR --complete IMAGES.npz --known-rows 14 \\
+    python -m pixelrnn_tf.cli.sample --saved-model EXPORT_BASE/1 --num 16 --out samples.png
+    python -m pixelrnn_tf.cli.sample --workdir DIR --complete IMAGES.npz --known-rows 14 \\
         --out completions.png
 
 A completion grid has one row per image: the original, the occluded input (unknown rows
@@ -20,10 +20,13 @@ import tempfile
 
 import numpy as np
 
-from pixelrnn_tf.cli import ArgumentParser, positive_int
+from pixelrnn_tf.cli import (ArgumentParser, Failure, positive_int, run_command,
+                             unexpected_error_line)
+from pixelrnn_tf.images import grid, to_display, to_rgb, write_png
 
 PROG = "pixelrnn-sample"
 OCCLUDED_RGB = (96, 0, 0)
+BORDER = 2  # pixels between the images of a grid
 
 
 class SampleError(Exception):
@@ -32,43 +35,6 @@ class SampleError(Exception):
 
 # --------------------------------------------------------------------------------------------
 # Where the model comes from: an in-memory PixelRNN or an exported SavedModel
-
-
-def load_model_source(workdir=None, checkpoint="latest", keras_model=None):
-    """The PixelRNN of a training workdir (one of its checkpoints) or of a .keras file.
-
-    Raises SampleError with a one-line message when it cannot be read.
-    """
-    from pixelrnn_tf.model import PixelRNN
-    from pixelrnn_tf.multiscale import MultiScalePixelRNN
-
-    if keras_model is not None:
-        import keras
-
-        if not os.path.isfile(keras_model):
-            raise SampleError(f"--keras-model {keras_model}: no such file")
-        try:
-            model = keras.saving.load_model(keras_model, safe_mode=True)
-        except Exception as e:  # noqa: BLE001 - Keras raises many types for a bad file
-            raise SampleError(f"--keras-model {keras_model}: cannot load "
-                              f"({_first_line(e)})") from None
-        if not isinstance(model, (PixelRNN, MultiScalePixelRNN)):
-            raise SampleError(f"--keras-model {keras_model} holds a {type(model).__name__}, "
-                              "not a PixelRNN or MultiScalePixelRNN")
-        return model
-    if not os.path.isdir(workdir):
-        raise SampleError(f"--workdir {workdir}: no such directory")
-    from pixelrnn_tf import training
-
-    try:
-        return training.load_model(workdir, checkpoint)
-    except (training.TrainingError, ValueError, OSError) as e:
-        raise SampleError(_first_line(e)) from None
-
-
-def _first_line(error):
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 class ModelSampler:
@@ -187,49 +153,33 @@ def load_images(path, key, image_shape, levels):
     return images.astype(np.uint8 if levels <= 256 else np.int32)
 
 
-def to_rgb(images, levels):
-    """[N, H, W, C] levels -> uint8 RGB [N, H, W, 3] scaled to 0..255 (C = 1 is grey;
-    channels beyond 3 are dropped)."""
-    scaled = (images.astype(np.int32) * 255 // max(levels - 1, 1)).astype(np.uint8)
-    if scaled.shape[-1] == 1:
-        return np.repeat(scaled, 3, axis=-1)
-    if scaled.shape[-1] == 2:
-        return np.concatenate([scaled, np.zeros_like(scaled[..., :1])], axis=-1)
-    return scaled[..., :3]
-
-
-def grid(rgb, columns, zoom):
-    """uint8 [N, H, W, 3] -> one picture, `columns` per row, 2-pixel grey borders."""
-    n, h, w, _ = rgb.shape
-    rgb = rgb.repeat(zoom, axis=1).repeat(zoom, axis=2)
-    ch, cw, pad = h * zoom, w * zoom, 2
-    columns = max(1, min(columns, n))
-    rows = -(-n // columns)
-    out = np.full((rows * (ch + pad) + pad, columns * (cw + pad) + pad, 3), 128, np.uint8)
-    for k in range(n):
-        r, q = divmod(k, columns)
-        out[pad + r * (ch + pad): pad + r * (ch + pad) + ch,
-            pad + q * (cw + pad): pad + q * (cw + pad) + cw] = rgb[k]
-    return out
-
-
 def completion_grid(originals, completions, known_rows, levels, zoom):
     """originals [N, H, W, C], completions [N, K, H, W, C] -> rows of
     original | occluded | K completions."""
     n, k = completions.shape[:2]
-    occluded = to_rgb(originals, levels)
+    occluded = rgb(originals, levels)
     occluded[:, known_rows:] = OCCLUDED_RGB
-    cells = np.concatenate([to_rgb(originals, levels)[:, None], occluded[:, None],
-                            to_rgb(completions.reshape(n * k, *originals.shape[1:]),
-                                   levels).reshape(n, k, *occluded.shape[1:])], axis=1)
-    return grid(cells.reshape(-1, *occluded.shape[1:]), k + 2, zoom)
+    cells = np.concatenate([rgb(originals, levels)[:, None], occluded[:, None],
+                            rgb(completions.reshape(n * k, *originals.shape[1:]),
+                                levels).reshape(n, k, *occluded.shape[1:])], axis=1)
+    return grid(cells.reshape(-1, *occluded.shape[1:]), k + 2, BORDER, zoom)
+
+
+def rgb(images, levels):
+    """[N, H, W, C] levels -> uint8 RGB [N, H, W, 3] scaled to 0..255."""
+    return to_rgb(to_display(images, levels))
+
+
+def check_directory(path):
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise SampleError(f"{path}: directory {directory} does not exist")
 
 
 def write_atomic(path, write):
     """Calls write(temporary_path) and renames the result to `path`."""
+    check_directory(path)
     directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise SampleError(f"{path}: directory {directory} does not exist")
     suffix = os.path.splitext(path)[1]
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=suffix,
                                dir=directory)
@@ -245,9 +195,8 @@ def write_atomic(path, write):
 
 
 def save_png(path, picture):
-    from PIL import Image
-
-    write_atomic(path, lambda tmp: Image.fromarray(picture).save(tmp, format="PNG"))
+    check_directory(path)
+    write_png(path, picture)
 
 
 def save_npz(path, **arrays):
@@ -306,9 +255,15 @@ def build_parser():
 
 
 def make_sampler(args):
+    from pixelrnn_tf.workdir import load_model
+
     if args.saved_model:
         return SavedModelSampler(args.saved_model, args.levels)
-    return ModelSampler(load_model_source(args.workdir, args.checkpoint, args.keras_model),
+    if args.workdir is not None and not os.path.isdir(args.workdir):
+        raise SampleError(f"--workdir {args.workdir}: no such directory")
+    if args.keras_model is not None and not os.path.isfile(args.keras_model):
+        raise SampleError(f"--keras-model {args.keras_model}: no such file")
+    return ModelSampler(load_model(args.workdir or args.keras_model, args.checkpoint),
                         args.method)
 
 
@@ -323,7 +278,7 @@ def run(args):
     if not args.complete:
         num = args.num or 16
         samples = sampler.sample(num, args.seed, args.temperature)
-        save_png(args.out, grid(to_rgb(samples, sampler.levels), args.columns, zoom))
+        save_png(args.out, grid(rgb(samples, sampler.levels), args.columns, BORDER, zoom))
         if args.npz:
             save_npz(args.npz, samples=samples)
         return f"wrote {num} samples to {args.out}"
@@ -346,19 +301,17 @@ def run(args):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        message = run(args)
-    except SampleError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as e:  # noqa: BLE001 - one line, never a traceback
-        print(f"{PROG}: error: {type(e).__name__}: {_first_line(e)}", file=sys.stderr)
-        return 1
-    print(message)
-    return 0
+
+    def command():
+        print(run(args))
+        return 0
+
+    from pixelrnn_tf.config import ConfigError
+    from pixelrnn_tf.workdir import TrainingError
+
+    return run_command(PROG, command, [
+        Failure((SampleError, TrainingError, ConfigError)),
+        Failure(Exception, unexpected_error_line)])
 
 
 if __name__ == "__main__":

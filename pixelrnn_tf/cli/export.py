@@ -1,0 +1,123 @@
+"""Export a trained PixelRNN or Multi-Scale PixelRNN as a versioned SavedModel for TF Serving.
+
+    python export.py --workdir DIR [--checkpoint latest|best] --export-base DIR [--version N]
+    python export.py --keras-model MODEL.keras --export-base DIR
+
+Writes EXPORT_BASE/VERSION/ (TF Serving's layout; VERSION defaults to one more than the
+largest existing version, 1 for an empty base) with the signatures serving_default, sample,
+complete and serve_examples (see pixelrnn_tf/serving.py). The export is written to a
+temporary directory, checked by reloading it and comparing its log-likelihoods with the
+model's, and only then renamed into place; an existing version is never overwritten.
+A MultiScalePixelRNN gets the same signatures (a client cannot tell the difference).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from pixelrnn_tf.cli import (ArgumentParser, Failure, positive_int, run_command,
+                             unexpected_error_line)
+
+PROG = "export.py"
+
+
+class ExportError(Exception):
+    """A bad flag or destination: reported as one line."""
+
+
+def existing_versions(export_base):
+    """Integer version directories under `export_base` (none if it does not exist)."""
+    if not os.path.isdir(export_base):
+        return []
+    return sorted(int(name) for name in os.listdir(export_base)
+                  if name.isdigit() and os.path.isdir(os.path.join(export_base, name)))
+
+
+def next_version(export_base):
+    versions = existing_versions(export_base)
+    return versions[-1] + 1 if versions else 1
+
+
+def export(model, export_base, version=None, method="cached", max_batch=None, examples=True,
+           verify=True):
+    """Writes `model` to EXPORT_BASE/VERSION atomically; returns that path."""
+    import numpy as np
+
+    from pixelrnn_tf import serving
+
+    if os.path.exists(export_base) and not os.path.isdir(export_base):
+        raise ExportError(f"--export-base {export_base} is a file, not a directory")
+    if version is None:
+        version = next_version(export_base)
+    path = os.path.join(export_base, str(version))
+    if os.path.lexists(path):
+        raise ExportError(f"{path} already exists; pick another --version (existing: "
+                          f"{existing_versions(export_base)})")
+    check = None
+    if verify:
+        rng = np.random.default_rng(0)
+        images = rng.integers(0, model.levels, (2, *model.image_shape)).astype(np.uint8)
+        check = lambda tmp: serving.verify_export(tmp, model, images)  # noqa: E731
+    serving.write_saved_model(model, path, method=method,
+                              max_batch=max_batch or serving.DEFAULT_MAX_BATCH,
+                              examples=examples, verify=check)
+    return path
+
+
+def build_parser():
+    parser = ArgumentParser(
+        prog=PROG, description=__doc__.strip().splitlines()[0],
+        epilog="The SavedModel runs without this project (tf.saved_model.load, "
+               "saved_model_cli, TF Serving).")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--workdir", metavar="DIR", help="training work directory")
+    source.add_argument("--keras-model", metavar="FILE",
+                        help="a saved .keras PixelRNN or MultiScalePixelRNN")
+    parser.add_argument("--checkpoint", default="latest",
+                        help="with --workdir: 'latest', 'best' (lowest validation NLL) or a "
+                             "checkpoint prefix (default: latest)")
+    parser.add_argument("--export-base", required=True, metavar="DIR",
+                        help="directory of versions; the model goes to DIR/VERSION")
+    parser.add_argument("--version", type=positive_int, metavar="N",
+                        help="version number (default: one more than the largest present)")
+    parser.add_argument("--sampler", choices=("cached", "naive"), default="cached",
+                        help="sampler inside the sample/complete signatures (default: cached)")
+    parser.add_argument("--max-batch", type=positive_int, metavar="N",
+                        help="largest batch a request may send or ask for (default: 64)")
+    parser.add_argument("--no-examples", action="store_true",
+                        help="leave out the serve_examples signature")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="skip reloading the export and comparing it with the model")
+    return parser
+
+
+def run(args) -> int:
+    from pixelrnn_tf.workdir import load_model
+
+    if args.workdir is not None and not os.path.isdir(args.workdir):
+        raise ExportError(f"--workdir {args.workdir}: no such directory")
+    if args.keras_model is not None and not os.path.isfile(args.keras_model):
+        raise ExportError(f"--keras-model {args.keras_model}: no such file")
+    model = load_model(args.workdir or args.keras_model, args.checkpoint)
+    path = export(model, args.export_base, args.version, args.sampler, args.max_batch,
+                  examples=not args.no_examples, verify=not args.no_verify)
+    print(f"exported {path}")
+    return 0
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    from pixelrnn_tf.config import ConfigError
+    from pixelrnn_tf.workdir import TrainingError
+
+    return run_command(PROG, lambda: run(args), [
+        Failure((ExportError, TrainingError, ConfigError, FileExistsError)),
+        Failure(AssertionError, lambda e: "error: the export does not match the model, not "
+                f"published: {e}"),
+        Failure(Exception, unexpected_error_line)],
+        interrupted="interrupted; nothing was published")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""The train and eval steps under a `tf.distribute` strategy, their optimizer, and the NLL
+bookkeeping.
+
+Each replica computes the summed NLL of its share of the global batch divided by the global
+batch, so the gradients summed over replicas are those of the mean over the global batch.
+
+NLLs are dicts keyed by the terms of the model's `log_prob_terms`: always "total"; a
+Multi-Scale PixelRNN adds "small" (-log p1(x_small)) and "conditional" (-log p2(rest |
+x_small)), which add up to the total (exact: stage 2 does not score the pixels of the
+strided-picked small image). The terms are logged beside the total, as `small_*` and
+`conditional_*` scalars, and reported by evaluation.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from pixelrnn_tf.config import TrainConfig
+from pixelrnn_tf.distribution import distributed_dataset
+from pixelrnn_tf.losses import nats_to_bits_per_dim
+from pixelrnn_tf.workdir import TrainingError
+
+
+def make_learning_rate(config: TrainConfig):
+    """A float or a keras LearningRateSchedule over `train_steps`."""
+    rate, steps, fraction = config.learning_rate, config.train_steps, config.final_lr_fraction
+    schedules = keras.optimizers.schedules
+    if config.lr_schedule == "constant":
+        return rate
+    if config.lr_schedule == "exponential":
+        return schedules.ExponentialDecay(rate, decay_steps=steps, decay_rate=fraction)
+    if config.warmup_steps:
+        return schedules.CosineDecay(0.0, decay_steps=steps - config.warmup_steps,
+                                     alpha=fraction, warmup_target=rate,
+                                     warmup_steps=config.warmup_steps)
+    return schedules.CosineDecay(rate, decay_steps=steps, alpha=fraction)
+
+
+def make_optimizer(config: TrainConfig):
+    """Adam or RMSprop without clipping: the train step clips the all-reduced gradient."""
+    rate = make_learning_rate(config)
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(rate)
+    return keras.optimizers.RMSprop(rate)
+
+
+def nll_sums(model, images) -> dict:
+    """Summed NLL (nats) of a batch of images [B, H, W, C], per term of the model's
+    `log_prob_terms`: {"total": float32 []}, plus for a MultiScalePixelRNN {"small": -sum log
+    p1(x_small), "conditional": -sum log p2(rest | x_small)}, whose sum is the total."""
+    return {name: -tf.reduce_sum(lp) for name, lp in model.log_prob_terms(images).items()}
+
+
+def nll_dims(model) -> dict:
+    """Sub-pixels each key of `nll_sums` scores: {"total": H*W*C}, plus for a
+    MultiScalePixelRNN {"small": s*s*C, "conditional": (H*W - s*s)*C}."""
+    return dict(model.term_dims)
+
+
+def describe_nll(means: dict, dims: dict) -> dict:
+    """Mean NLL per image {"total", ["small", "conditional"]} (nats) -> {"nats",
+    "bits_per_dim"} of the total, plus for a Multi-Scale model "terms": {term: {"nats",
+    "bits_per_dim", "dims"}}. A term's bits/dim is per the sub-pixels it scores (`nll_dims`);
+    the nats of the terms add up to the total."""
+    terms = {name: {"nats": means[name],
+                    "bits_per_dim": nats_to_bits_per_dim(means[name], dims[name]),
+                    "dims": dims[name]}
+             for name in means if name != "total"}
+    # The total of the terms' (float64) means, so that the report adds up exactly.
+    total = sum(term["nats"] for term in terms.values()) if terms else means["total"]
+    result = {"nats": total, "bits_per_dim": nats_to_bits_per_dim(total, dims["total"])}
+    if terms:
+        result["terms"] = terms
+    return result
+
+
+def nll_scalars(means: dict, dims: dict) -> dict:
+    """TensorBoard scalars of mean NLLs: "nll_nats", "bits_per_dim" and, for a Multi-Scale
+    model, "small_nll_nats", "small_bits_per_dim", "conditional_nll_nats", ..."""
+    described = describe_nll(means, dims)
+    scalars = {"nll_nats": described["nats"], "bits_per_dim": described["bits_per_dim"]}
+    for name, term in described.get("terms", {}).items():
+        scalars[f"{name}_nll_nats"] = term["nats"]
+        scalars[f"{name}_bits_per_dim"] = term["bits_per_dim"]
+    return scalars
+
+
+def make_train_step(model, optimizer, strategy, global_batch, clip_norm, jit_compile):
+    """A tf.function (batch, stop) -> (mean NLL nats, global gradient norm, stop).
+
+    batch: per-replica int32 images [global_batch / replicas, H, W, C]; stop: float32 scalar,
+    > 0 on a worker that wants to stop (summed over all replicas so every worker agrees).
+    The mean NLL is a dict of scalars like `nll_sums` (the total, and a Multi-Scale model's
+    terms), per image of the global batch; the loss is the total.
+    """
+    variables = model.trainable_variables
+
+    def nll_and_gradients(images):
+        with tf.GradientTape() as tape:
+            sums = nll_sums(model, images)
+            loss = sums["total"] / global_batch
+        return sums, tape.gradient(loss, variables)
+
+    if jit_compile:
+        nll_and_gradients = tf.function(nll_and_gradients, jit_compile=True)
+
+    def replica_step(images, stop):
+        context = tf.distribute.get_replica_context()
+        sum_ = tf.distribute.ReduceOp.SUM
+        sums, gradients = nll_and_gradients(images)
+        gradients = context.all_reduce(sum_, gradients)
+        norm = tf.linalg.global_norm(gradients)
+        if clip_norm:
+            gradients, _ = tf.clip_by_global_norm(gradients, clip_norm, use_norm=norm)
+        # Keras sums the gradients over replicas again inside apply(): hand it 1/n of the
+        # (identical) clipped global gradient on every replica. Clipping is done here, on the
+        # gradient summed over replicas: Keras 3 would clip each replica's before aggregating.
+        replicas = context.num_replicas_in_sync
+        optimizer.apply([g / replicas for g in gradients], variables)
+        # tf.identity places the host-side flag on this replica's device for the all-reduce.
+        names = sorted(sums)
+        *reduced, stop = context.all_reduce(sum_, [sums[k] for k in names] + [tf.identity(stop)])
+        return {k: v / global_batch for k, v in zip(names, reduced)}, norm, stop
+
+    @tf.function
+    def train_step(batch, stop):
+        results = strategy.run(replica_step, args=(batch, stop))
+        return tf.nest.map_structure(lambda r: strategy.experimental_local_results(r)[0],
+                                     results)
+
+    return train_step
+
+
+def make_eval_step(model, strategy, jit_compile):
+    """A tf.function batch -> (summed NLL nats as a dict like `nll_sums`, number of images)
+    over all replicas."""
+
+    def batch_sums(images):
+        return nll_sums(model, images)
+
+    if jit_compile:
+        batch_sums = tf.function(batch_sums, jit_compile=True)
+
+    def replica_step(images):
+        return batch_sums(images), tf.cast(tf.shape(images)[0], tf.float32)
+
+    @tf.function(reduce_retracing=True)
+    def eval_step(batch):
+        sums, count = strategy.run(replica_step, args=(batch,))
+
+        def total(value):
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
+
+        return tf.nest.map_structure(total, sums), total(count)
+
+    return eval_step
+
+
+def evaluate_nll(eval_step, distribution, spec, config, split, global_batch, max_batches=0):
+    """Mean NLL (nats per image) over the split (or its first `max_batches` global batches).
+
+    Returns ({"total": mean nats, and a Multi-Scale model's "small", "conditional"},
+    number of images)."""
+    dataset = distributed_dataset(distribution, spec, config, split, False, global_batch,
+                                  seed=config.seed, max_steps=max_batches)
+    totals, count = {}, 0.0
+    for batch in dataset:
+        batch_sums, batch_count = eval_step(batch)
+        for name, value in batch_sums.items():
+            totals[name] = totals.get(name, 0.0) + float(value)
+        count += float(batch_count)
+    if count == 0:
+        raise TrainingError(f"{spec.data_dir}: split {split!r} gave no images")
+    return {name: value / count for name, value in totals.items()}, int(count)
