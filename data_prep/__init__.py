@@ -1,4 +1,5 @@
 """data_prep: turn image datasets into verified, sharded TFRecords (see `python -m data_prep`).
 
-The TFRecord/manifest format itself is defined by the reader, `pixelrnn_tf.data`.
+The record format is defined once by `pixelrnn_tf.records` (the codec) and the manifest by
+`pixelrnn_tf.data` (the reader).
 """
