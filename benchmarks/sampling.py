@@ -8,8 +8,8 @@ same at every position: it is timed on the last --naive-pixels pixels only (a co
 with all earlier pixels known) and extrapolated to the whole image; the table says so. For a
 Multi-Scale PixelRNN each stage is timed that way (stage 1 on the small model alone, stage 2
 with the whole small image known) and extrapolated to the pixels it samples (s * s, and
-n * n - s * s). The cached sampler is timed on whole images (median of --repeats calls after
-a warm-up). Prints a markdown table.
+n * n - s * s), like every stage of `model.sampling_stages()`. The cached sampler is timed
+on whole images (median of --repeats calls after a warm-up). Prints a markdown table.
 
     python benchmarks/sampling.py --compare-scales [--scale-pair mnist|colour] [--batches 1,16]
         [--repeats 5]
@@ -104,27 +104,26 @@ def make_model(architecture, config):
     return PixelRNN(architecture, **config)
 
 
-def naive_seconds(runtime, small_runtime, model, batch, tail):
+def naive_seconds(runtime, model, batch, tail, make_runtime):
     """Seconds for the naive sampler to draw `batch` whole images, extrapolated from the
-    last `tail` pixels (of each stage, for a Multi-Scale model: `small_runtime` runs its
-    stage 1 alone)."""
+    last `tail` pixels of each sampling stage. The last stage is timed through the whole
+    model (a completion with every earlier stage's pixels known, so they draw nothing);
+    each earlier stage on its own model (`make_runtime(stage_model)`)."""
     height, width, channels = model.image_shape
     num_pixels = height * width
     images = np.zeros((batch, height, width, channels), np.int32)
     seconds = median_seconds(lambda: runtime.naive_tail(images, num_pixels - tail, 1), 1)
-    if small_runtime is None:
-        return seconds * num_pixels / tail
-    # With the last `tail` pixels unknown, the whole small image is known (stage 1 has
-    # nothing to draw) and stage 2 samples those of them not on the grid.
-    f = model.factor
-    on_grid = np.zeros((height, width), bool)
-    on_grid[::f, ::f] = True
-    if on_grid.reshape(-1)[: num_pixels - tail].sum() != model.small_size ** 2:
-        raise SystemExit(f"--naive-pixels {tail} reaches the last grid pixel; use fewer")
-    sampled = int((~on_grid.reshape(-1)[num_pixels - tail:]).sum())
-    stage_2 = seconds * (num_pixels - model.small_size ** 2) / sampled
-    return stage_2 + naive_seconds(small_runtime, None, model.small, batch,
-                                   min(tail, model.small_size ** 2))
+    *earlier, last = model.sampling_stages()
+    fixed = np.zeros(num_pixels, bool) if last.fixed is None else last.fixed
+    if fixed[num_pixels - tail:].any():
+        raise SystemExit(f"--naive-pixels {tail} reaches a pixel an earlier stage draws; "
+                         "use fewer")
+    total = seconds * (num_pixels - fixed.sum()) / tail
+    for stage in earlier:
+        stage_pixels = stage.model.image_shape[0] * stage.model.image_shape[1]
+        total += naive_seconds(make_runtime(stage.model), stage.model, batch,
+                               min(tail, stage_pixels), make_runtime)
+    return total
 
 
 def compare_scales(architecture, batches, repeats, pair="mnist"):
@@ -193,12 +192,17 @@ def main():
         with tempfile.TemporaryDirectory() as directory:
             for runtime_key in args.runtimes.split(","):
                 runtime = runtimes[runtime_key](model, directory)
-                small_runtime = None
-                if isinstance(model, MultiScalePixelRNN):
-                    small_runtime = runtimes[runtime_key](model.small,
-                                                          os.path.join(directory, "small"))
+                stage_runtimes = {}
+
+                def make_runtime(stage_model, runtime_key=runtime_key):
+                    """One runtime per stage model, built on first use."""
+                    if stage_model.name not in stage_runtimes:
+                        stage_runtimes[stage_model.name] = runtimes[runtime_key](
+                            stage_model, os.path.join(directory, stage_model.name))
+                    return stage_runtimes[stage_model.name]
+
                 for batch in (int(b) for b in args.batches.split(",")):
-                    naive = naive_seconds(runtime, small_runtime, model, batch, tail)
+                    naive = naive_seconds(runtime, model, batch, tail, make_runtime)
                     cached = median_seconds(lambda: runtime.cached(batch, 1), args.repeats)
                     print(f"| {label} | {batch} | {runtime.name} | {batch / naive:.3g} | "
                           f"{batch / cached:.3g} | {cached:.2f} | {naive / cached:.0f}x |",

@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from pixelrnn_tf.cli import ArgumentParser, positive_int  # noqa: E402
-from pixelrnn_tf.diagonal_lstm import phase_windows, scan_directions  # noqa: E402
+from pixelrnn_tf.diagonal_scan import phase_windows, scan_directions  # noqa: E402
 
 
 def median_ms(function, steps):

@@ -1,4 +1,9 @@
-"""Residual blocks of the PixelRNN body (paper, section 3.3 and Figure 5)."""
+"""Residual blocks of the PixelRNN body (paper, section 3.3 and Figure 5).
+
+Both blocks also run one pixel at a time for cached sampling, with the same methods
+(`step_weights`, `initial_cache`, `start_row`, `call_pixel`, `commit_pixel`, `row_sweep`,
+`finish_row`), so that `PixelRNN` drives its body without asking which block it holds.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +31,8 @@ class RecurrentBlock(keras.layers.Layer):
 
     Call: inputs [B, H, W, 2h]; optional `conditioning` [B, H, W, 4h] (added to the LSTM's
       input-to-state map). Returns [B, H, W, 2h].
+
+    Cached sampling: the LSTM's own steps, then the output convolution and the residual.
     """
 
     def __init__(self, architecture, hidden_dim, colour_groups=1, residual=True, row_kernel=3,
@@ -56,6 +63,32 @@ class RecurrentBlock(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (2 * self.hidden_dim,)
 
+    # Cached sampling (shapes: `PixelCNNBlock`; the cache and the row are the LSTM's).
+
+    def step_weights(self, dtype):
+        return {"rnn": self.rnn.step_weights(dtype),
+                "output": self.output_conv.step_weights(dtype)}
+
+    def initial_cache(self, batch, width, dtype):
+        return self.rnn.initial_cache(batch, width, dtype)
+
+    def start_row(self, weights, cache, i):
+        return self.rnn.start_row(weights["rnn"], cache, i)
+
+    def call_pixel(self, weights, cache, row, j, x, conditioning=None):
+        h, update = self.rnn.call_pixel(weights["rnn"], cache, row, j, x, conditioning)
+        out = self.output_conv.call_pixel(weights["output"], {}, j, h)
+        return (x + out if self.residual else out), update
+
+    def commit_pixel(self, weights, cache, j, update):
+        return self.rnn.commit_pixel(weights["rnn"], cache, j, update)
+
+    def row_sweep(self, weights, cache, conditioning_row=None):
+        return self.rnn.row_sweep(weights["rnn"], cache, conditioning_row)
+
+    def finish_row(self, weights, cache, swept):
+        return self.rnn.finish_row(weights["rnn"], cache, swept)
+
     def get_config(self):
         config = super().get_config()
         config.update(architecture=self.architecture, hidden_dim=self.hidden_dim,
@@ -75,6 +108,18 @@ class PixelCNNBlock(keras.layers.Layer):
 
     Call: inputs [B, H, W, 2h]; optional `conditioning` [B, H, W, h] added to the middle
       convolution's pre-activation. Returns [B, H, W, 2h].
+
+    Cached sampling, one pixel at a time in raster order:
+      step_weights(dtype) -> what the steps read, computed once before the loops;
+      initial_cache(batch N, width W, dtype) -> the cache (a nest of tensors);
+      start_row(weights, cache, i) -> (cache, what every pixel of row i reads);
+      call_pixel(weights, cache, row, j, x [N, 2h], conditioning [N, h] or None) -> (the
+        block's output at (i, j) [N, 2h], what commit_pixel stores), for the input at (i, j)
+        so far (its channels not drawn yet are ignored by the masks);
+      commit_pixel(weights, cache, j, update) -> the cache with pixel (i, j) finished;
+      row_sweep(weights, cache, conditioning_row) -> a `lstm_cell.RowSweep` over the
+        finished row, or None; finish_row(weights, cache, swept h [W, N, h]) -> cache.
+    Here the middle convolution keeps its buffer of earlier rows; nothing is swept.
     """
 
     def __init__(self, hidden_dim, colour_groups=1, residual=True, kernel_size=3, **kwargs):
@@ -104,6 +149,37 @@ class PixelCNNBlock(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (2 * self.hidden_dim,)
+
+    # Cached sampling (see the class docstring).
+
+    def step_weights(self, dtype):
+        return {"reduce": self.reduce.step_weights(dtype),
+                "spatial": self.spatial.step_weights(dtype),
+                "expand": self.expand.step_weights(dtype)}
+
+    def initial_cache(self, batch, width, dtype):
+        """The middle convolution's buffer of its input."""
+        return self.spatial.initial_cache(batch, width, dtype)
+
+    def start_row(self, weights, cache, i):
+        return self.spatial.start_row(cache), ()
+
+    def call_pixel(self, weights, cache, row, j, x, conditioning=None):
+        reduced = tf.nn.relu(self.reduce.call_pixel(weights["reduce"], {}, j, tf.nn.relu(x)))
+        s = self.spatial.call_pixel(weights["spatial"], cache, j, reduced)
+        if conditioning is not None:
+            s = s + conditioning
+        out = self.expand.call_pixel(weights["expand"], {}, j, tf.nn.relu(s))
+        return (x + out if self.residual else out), reduced
+
+    def commit_pixel(self, weights, cache, j, update):
+        return self.spatial.commit_pixel(cache, j, update)
+
+    def row_sweep(self, weights, cache, conditioning_row=None):
+        return None
+
+    def finish_row(self, weights, cache, swept):
+        return cache
 
     def get_config(self):
         config = super().get_config()

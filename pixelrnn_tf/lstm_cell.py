@@ -1,7 +1,10 @@
-"""The LSTM update shared by the Row LSTM and the Diagonal LSTM (paper, equation 3), and what
-their hand-written backward loops need: the update's derivative, and where to run the loops."""
+"""The LSTM update shared by the Row LSTM and the Diagonal LSTM (paper, equation 3), what
+their hand-written backward loops need (the update's derivative, and where to run the loops),
+and the right-to-left row sweep of cached sampling."""
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import tensorflow as tf
 
@@ -24,11 +27,44 @@ def lstm_update(gates, c_prev):
       c = f * c_prev + i * g, h = o * tanh(c).
     """
     units = c_prev.shape[-1]
-    ofi = tf.sigmoid(gates[..., : 3 * units])
-    g = tf.tanh(gates[..., 3 * units:])
-    o, f, i = ofi[..., :units], ofi[..., units: 2 * units], ofi[..., 2 * units:]
+    # tf.split: one op where slices take one each (the cached sampler runs this per pixel)
+    ofi, g = tf.split(gates, [3 * units, units], axis=-1)
+    o, f, i = tf.split(tf.sigmoid(ofi), 3, axis=-1)
+    g = tf.tanh(g)
     c = f * c_prev + i * g
     return o * tf.tanh(c), c
+
+
+class RowSweep(NamedTuple):
+    """An LSTM run right to left along one finished row (cached sampling: the Diagonal
+    BiLSTM's right-to-left direction). At column j, from j = W - 1 down to 0:
+    gates = inputs[j] + h(j + 1) @ kernel, starting from (h, c) right of the row.
+
+    inputs: [W, N, 4h] everything but the state-to-the-right term; h, c: [N, h];
+    kernel: [h, 4h].
+    """
+
+    inputs: tf.Tensor
+    h: tf.Tensor
+    c: tf.Tensor
+    kernel: tf.Tensor
+
+
+def sweep_right_to_left(sweeps):
+    """Runs alike `RowSweep`s (one per layer) in one loop, stacked so that each column is one
+    batched matmul. Returns the hidden states of each, a list of [W, N, h]."""
+    gates, h, c, kernel = (tf.stack(parts) for parts in zip(*sweeps))  # [K, ...]
+    width = gates.shape[1]
+    out = tf.TensorArray(gates.dtype, size=width, element_shape=h.shape)
+
+    def step(j, h, c, out):
+        h, c = lstm_update(gates[:, j] + tf.matmul(h, kernel), c)
+        return j - 1, h, c, out.write(j, h)
+
+    _, _, _, out = tf.while_loop(lambda j, *_: j >= 0, step,
+                                 (tf.constant(width - 1), h, c, out),
+                                 maximum_iterations=width)
+    return tf.unstack(tf.transpose(out.stack(), (1, 0, 2, 3)))
 
 
 def gate_scales(units, dtype):

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
+import tensorflow as tf
 from keras import ops
 
+from pixelrnn_tf.cache_buffers import put_at, roll_rows
 from pixelrnn_tf.masks import causal_mask
 
 
@@ -25,6 +28,10 @@ class MaskedConv2D(keras.layers.Conv2D):
       **kwargs: any other `Conv2D` argument (activation, use_bias, initializers, name, ...).
 
     Call: inputs [B, H, W, in_channels] float -> [B, H, W, filters].
+
+    Cached sampling, one pixel at a time in raster order (`step_weights`, `initial_cache`,
+    `start_row`, `call_pixel`, `commit_pixel`): the output at (i, j) from a buffer of the
+    finished input pixels and the input at (i, j) itself.
     """
 
     def __init__(self, filters, kernel_size, mask_type="B", colour_groups=1, out_blocks=1,
@@ -57,6 +64,60 @@ class MaskedConv2D(keras.layers.Conv2D):
     def convolution_op(self, inputs, kernel):
         return super().convolution_op(
             inputs, kernel * ops.convert_to_tensor(self.kernel_mask, kernel.dtype))
+
+    # Cached sampling. The buffer holds only finished pixels: the centre tap is applied to
+    # the current input separately, because a pixel's input changes while its channels are
+    # drawn. A 1x1 kernel has no earlier taps and no buffer.
+
+    def _has_earlier_taps(self):
+        return tuple(self.kernel_size) != (1, 1)
+
+    def step_weights(self, dtype):
+        """The masked kernel as `call_pixel` reads it (computed once, before the loops):
+        {"centre": [in, filters] the centre tap, "bias": [filters] or None, and unless the
+        kernel is 1x1 "earlier": [kh // 2 + 1, kw, in, filters] the rows up to the centre
+        with the centre tap zeroed}."""
+        kernel = tf.cast(self.masked_kernel(), dtype)
+        kh, kw = self.kernel_size
+        rh, rw = kh // 2, kw // 2
+        weights = {"centre": kernel[rh, rw],
+                   "bias": tf.cast(self.bias, dtype) if self.use_bias else None}
+        if self._has_earlier_taps():
+            keep = np.ones((rh + 1, kw, 1, 1), np.float32)
+            keep[rh, rw] = 0.0
+            weights["earlier"] = kernel[: rh + 1] * tf.constant(keep, dtype)
+        return weights
+
+    def initial_cache(self, batch, width, dtype):
+        """{"window": zeros [kh // 2 + 1, width + 2 (kw // 2), N, in]}, the last kh // 2 + 1
+        rows of the input, zero padded left and right; {} for a 1x1 kernel."""
+        if not self._has_earlier_taps():
+            return {}
+        kh, kw = self.kernel_size
+        shape = tf.stack([kh // 2 + 1, width + 2 * (kw // 2), batch, self.kernel.shape[2]])
+        return {"window": tf.zeros(shape, dtype)}
+
+    def start_row(self, cache):
+        """A new image row: the window's rows move up by one."""
+        return {"window": roll_rows(cache["window"])} if cache else cache
+
+    def call_pixel(self, weights, cache, j, x):
+        """The output at column j of the current row, [N, filters], given the input there,
+        x [N, in] (its channels not drawn yet are ignored by the mask)."""
+        y = tf.matmul(x, weights["centre"])
+        if cache:
+            window = cache["window"][:, j: j + self.kernel_size[1]]  # [kh // 2 + 1, kw, N, in]
+            y = tf.einsum("abni,abio->no", window, weights["earlier"]) + y
+        if weights["bias"] is not None:
+            y = y + weights["bias"]
+        return self.activation(y)
+
+    def commit_pixel(self, cache, j, x):
+        """Stores the finished input x [N, in] at column j of the current row."""
+        if not cache:
+            return cache
+        kh, kw = self.kernel_size
+        return {"window": put_at(cache["window"], tf.constant(kh // 2), j + kw // 2, x)}
 
     def get_config(self):
         config = super().get_config()

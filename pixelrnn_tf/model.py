@@ -9,7 +9,9 @@ import tensorflow as tf
 
 from pixelrnn_tf import losses
 from pixelrnn_tf.blocks import PixelCNNBlock, RecurrentBlock
+from pixelrnn_tf.lstm_cell import sweep_right_to_left
 from pixelrnn_tf.masked_conv import MaskedConv2D
+from pixelrnn_tf.sampling_stages import SamplingStage
 
 ARCHITECTURES = ("row_lstm", "diagonal_bilstm", "pixelcnn")
 
@@ -73,6 +75,11 @@ class PixelRNN(keras.Model):
       **kwargs: `keras.Model` arguments (name, ...).
 
     Call: images [B, H, W, C] integer in [0, levels) -> logits [B, H, W, C, levels].
+
+    Cached sampling (keras-hub's `call_with_cache` pattern): `step_weights`, `initial_cache`,
+    `start_row`, `call_pixel`, `commit_pixel` and `end_row` compute the logits one pixel at a
+    time in raster order, each layer with its own step methods; the sampler's loop
+    (`sampling`) drives them.
     """
 
     def __init__(self, architecture="diagonal_bilstm", image_shape=(28, 28, 1), levels=256,
@@ -201,6 +208,88 @@ class PixelRNN(keras.Model):
         """What the SavedModel's JSON description says of the model (`serving`)."""
         return {"architecture": self.architecture, "num_layers": self.num_layers,
                 "hidden_dim": self.hidden_dim}
+
+    def sampling_stages(self):
+        """How the samplers draw an image of this model: one stage, the model itself."""
+        return (SamplingStage(self),)
+
+    # Cached sampling: `head(features(...))` one pixel at a time. Per pixel the loop calls
+    # `call_pixel` once per channel (the pixel's value grows by one channel each time), then
+    # `commit_pixel` with the last call's updates: no feature of pixel (i, j) reads its last
+    # channel (mask A), so they are those of the finished pixel.
+
+    def step_weights(self, conditioning=None):
+        """What the steps read that no pixel changes, computed once before the loops: every
+        layer's `step_weights`, and the conditioning maps (one per block, as for `features`)
+        laid out [H, W, N, X], so that a position is one gather."""
+        dtype = self.compute_dtype
+        if conditioning is not None:
+            conditioning = [tf.transpose(tf.cast(m, dtype), (1, 2, 0, 3)) for m in conditioning]
+        return {"first": self.first_conv.step_weights(dtype),
+                "blocks": [block.step_weights(dtype) for block in self.body],
+                "skips": [conv.step_weights(dtype) for conv in self.skip_convs],
+                "hidden": self.output_hidden.step_weights(dtype),
+                "logits": self.output_logits.step_weights(dtype),
+                "conditioning": conditioning}
+
+    def initial_cache(self, batch):
+        """The cache before pixel (0, 0): {"image": the first convolution's buffer of the
+        scaled image, "blocks": one cache per block}."""
+        width, dtype = self.image_shape[1], self.compute_dtype
+        return {"image": self.first_conv.initial_cache(batch, width, dtype),
+                "blocks": [block.initial_cache(batch, width, dtype) for block in self.body]}
+
+    def start_row(self, weights, cache, i):
+        """Row i begins: returns (cache, per block what every pixel of the row reads)."""
+        blocks, rows = [], []
+        for block, block_weights, block_cache in zip(self.body, weights["blocks"],
+                                                     cache["blocks"]):
+            block_cache, row = block.start_row(block_weights, block_cache, i)
+            blocks.append(block_cache)
+            rows.append(row)
+        return {"image": self.first_conv.start_row(cache["image"]), "blocks": blocks}, rows
+
+    def call_pixel(self, weights, cache, rows, i, j, pixel):
+        """Logits of pixel (i, j) given the finished pixels and `pixel` [N, C], the scaled
+        values of its channels drawn so far (the masks ignore the others).
+
+        Returns (logits [N, C, levels], per block what `commit_pixel` stores).
+        """
+        x = self.first_conv.call_pixel(weights["first"], cache["image"], j, pixel)
+        conditioning = weights["conditioning"]
+        updates, skips = [], []
+        for k, block in enumerate(self.body):
+            x, update = block.call_pixel(weights["blocks"][k], cache["blocks"][k], rows[k], j,
+                                         x, None if conditioning is None else conditioning[k][i, j])
+            updates.append(update)
+            if self.skip:
+                skips.append(self.skip_convs[k].call_pixel(weights["skips"][k], {}, j, x))
+        features = tf.add_n(skips) if self.skip else x
+        hidden = self.output_hidden.call_pixel(weights["hidden"], {}, j, tf.nn.relu(features))
+        logits = self.output_logits.call_pixel(weights["logits"], {}, j, tf.nn.relu(hidden))
+        return tf.reshape(logits, (-1, self.image_shape[2], self.levels)), updates
+
+    def commit_pixel(self, weights, cache, j, pixel, updates):
+        """Stores the finished pixel (i, j): `pixel` [N, C] scaled, `updates` of its last
+        `call_pixel`."""
+        return {"image": self.first_conv.commit_pixel(cache["image"], j, pixel),
+                "blocks": [block.commit_pixel(w, c, j, u) for block, w, c, u in zip(
+                    self.body, weights["blocks"], cache["blocks"], updates)]}
+
+    def end_row(self, weights, cache, i):
+        """After row i: the passes blocks make over the finished row (the Diagonal BiLSTM's
+        right-to-left direction), all blocks' in one loop."""
+        conditioning = weights["conditioning"]
+        sweeps = [block.row_sweep(w, c, None if conditioning is None else conditioning[k][i])
+                  for k, (block, w, c) in enumerate(zip(self.body, weights["blocks"],
+                                                        cache["blocks"]))]
+        if all(sweep is None for sweep in sweeps):
+            return cache
+        swept = iter(sweep_right_to_left([sweep for sweep in sweeps if sweep is not None]))
+        return dict(cache, blocks=[
+            c if sweep is None else block.finish_row(w, c, next(swept))
+            for block, w, c, sweep in zip(self.body, weights["blocks"], cache["blocks"],
+                                          sweeps)])
 
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
         """Like `keras.Model.compile`; the loss defaults to the mean NLL (nats per image) and

@@ -22,8 +22,8 @@ import numpy as np
 import tensorflow as tf
 
 from pixelrnn_tf import losses
-from pixelrnn_tf.data import downsample
 from pixelrnn_tf.model import PixelRNN, validate_images
+from pixelrnn_tf.sampling_stages import SamplingStage
 
 
 def subsample_positions(image_shape, factor):
@@ -32,6 +32,61 @@ def subsample_positions(image_shape, factor):
     mask = np.zeros(image_shape, bool)
     mask[::factor, ::factor, :] = True
     return mask
+
+
+def small_known_pixels(image_shape, small_size, known_pixels):
+    """How many pixels of the small image are known when the first `known_pixels` pixels of
+    the full image (raster order) are: those of its pixels (f a, f b) whose full raster index
+    f a W + f b is < known_pixels. That index grows with the small raster index a s + b
+    (within a row by f, and from (a, s - 1) to (a + 1, 0) by f W - f (s - 1) = f W - W + f
+    > 0), so the known small pixels are always a raster prefix of the small image.
+
+    image_shape: (H, W, C) of the full image, H = W = f * small_size.
+    known_pixels: int32 scalar (a tensor or an int) -> int32 scalar in [0, s * s].
+    """
+    width, s = image_shape[1], small_size
+    f = width // s
+    rows, cols = np.meshgrid(np.arange(s) * f, np.arange(s) * f, indexing="ij")
+    full_index = tf.constant((rows * width + cols).reshape(-1), tf.int32)  # increasing
+    return tf.reduce_sum(tf.cast(full_index < tf.cast(known_pixels, tf.int32), tf.int32))
+
+
+class SmallImageStage(SamplingStage):
+    """Stage 1 of sampling: the small model draws x[:, ::f, ::f]. Its known pixels are those
+    of the full image's known prefix on that grid (a raster prefix, `small_known_pixels`);
+    its draw is written onto the grid of the full image."""
+
+    def __init__(self, multiscale):
+        super().__init__(multiscale.small)
+        self.multiscale = multiscale
+
+    def select(self, images):
+        return self.multiscale.subsample(images)
+
+    def known_pixels(self, known_pixels):
+        return small_known_pixels(self.multiscale.image_shape, self.multiscale.small_size,
+                                  known_pixels)
+
+    def place(self, images, drawn):
+        f = self.multiscale.factor
+        on_grid = subsample_positions(self.multiscale.image_shape, f)  # [H, W, C]
+        placed = tf.repeat(tf.repeat(drawn, f, axis=1), f, axis=2)
+        return tf.where(tf.constant(on_grid)[None], placed, images)
+
+
+class ConditionalStage(SamplingStage):
+    """Stage 2 of sampling: the full model, conditioned on the small image on the grid, draws
+    every other pixel; the grid's pixels are fixed (stage 2 is not trained on them)."""
+
+    def __init__(self, multiscale):
+        super().__init__(multiscale.full)
+        self.multiscale = multiscale
+        self.fixed = subsample_positions(multiscale.image_shape,
+                                         multiscale.factor)[..., 0].reshape(-1)
+
+    def conditioning(self, images):
+        ms = self.multiscale
+        return ms.conditioning(ms.small.scale_inputs(ms.subsample(images)))
 
 
 @keras.saving.register_keras_serializable(package="pixelrnn_tf")
@@ -124,7 +179,12 @@ class MultiScalePixelRNN(keras.Model):
 
     def subsample(self, images):
         """[B, n, n, C] -> [B, s, s, C]: the top-left pixel of every f x f block."""
-        return downsample(images, self.small_size)
+        return images[:, :: self.factor, :: self.factor, :]
+
+    def sampling_stages(self):
+        """How the samplers draw an image: the small image, then the full image given it
+        (`SmallImageStage`, `ConditionalStage`)."""
+        return (SmallImageStage(self), ConditionalStage(self))
 
     def logits(self, images):
         """Validated integer images -> (small_logits, full_logits), as `call`."""

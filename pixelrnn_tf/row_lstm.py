@@ -13,25 +13,10 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from pixelrnn_tf.cache_buffers import put
 from pixelrnn_tf.lstm_cell import (gate_scales, inside_xla, lstm_step, lstm_step_backward,
-                                   run_loops_compiled)
+                                   lstm_update, run_loops_compiled)
 from pixelrnn_tf.masked_conv import MaskedConv2D
-
-
-def shift_right(x, axis):
-    """x shifted by one along `axis` (zero in front, last element dropped)."""
-    pad = [[0, 0]] * x.shape.rank
-    pad[axis] = [1, 0]
-    return tf.pad(x, pad)[tuple(slice(None, -1) if a == axis % x.shape.rank else slice(None)
-                                for a in range(x.shape.rank))]
-
-
-def shift_left(x, axis):
-    """x shifted by one along `axis` towards the front (zero at the end)."""
-    pad = [[0, 0]] * x.shape.rank
-    pad[axis] = [0, 1]
-    return tf.pad(x, pad)[tuple(slice(1, None) if a == axis % x.shape.rank else slice(None)
-                                for a in range(x.shape.rank))]
 
 
 def _neighbours(h, batch):
@@ -178,6 +163,11 @@ class RowLSTM(keras.layers.Layer):
     Call:
       inputs [B, H, W, Cin] float; optional `conditioning` [B, H, W, 4h] added to the
       input-to-state pre-activations (Multi-Scale PixelRNN). Returns [B, H, W, h].
+
+    Cached sampling, one pixel at a time (`step_weights`, `initial_cache`, `start_row`,
+    `call_pixel`, `commit_pixel`, `row_sweep`, `finish_row`, as `DiagonalBiLSTM`): the
+    input-to-state convolution keeps its own buffer of the row, the cache the states of the
+    previous row.
     """
 
     def __init__(self, units, colour_groups=1, kernel_size=3, **kwargs):
@@ -198,18 +188,6 @@ class RowLSTM(keras.layers.Layer):
         self.initial_h = self.add_weight(name="initial_h", shape=(h,), initializer="zeros")
         self.initial_c = self.add_weight(name="initial_c", shape=(h,), initializer="zeros")
 
-    def state_to_state(self, h_prev):
-        """h_prev [B, W, h] (a whole row) -> gate pre-activations [B, W, 4h]."""
-        neighbours = tf.concat([shift_right(h_prev, 1), h_prev, shift_left(h_prev, 1)], -1)
-        kernel = tf.reshape(self.state_kernel, (3 * self.units, 4 * self.units))
-        return tf.einsum("bwk,kg->bwg", neighbours, tf.cast(kernel, neighbours.dtype))
-
-    def initial_state(self, batch, width, dtype):
-        """(h, c) of row -1, each [B, W, h]."""
-        shape = tf.stack([batch, width, self.units])
-        return (tf.broadcast_to(tf.cast(self.initial_h, dtype), shape),
-                tf.broadcast_to(tf.cast(self.initial_c, dtype), shape))
-
     def call(self, inputs, conditioning=None):
         gates_in = self.input_to_state(inputs)  # [B, H, W, 4h]
         if conditioning is not None:
@@ -218,6 +196,55 @@ class RowLSTM(keras.layers.Layer):
         hidden = row_lstm_scan(gates_in, cast(self.state_kernel), cast(self.initial_h),
                                cast(self.initial_c))
         return tf.ensure_shape(hidden, (None,) + tuple(inputs.shape[1:3]) + (self.units,))
+
+    # Cached sampling: what `call` computes, one pixel at a time.
+
+    def step_weights(self, dtype):
+        """{"input": the input-to-state convolution's step weights, "state": [3, h, 4h]}."""
+        return {"input": self.input_to_state.step_weights(dtype),
+                "state": tf.cast(self.state_kernel, dtype)}
+
+    def initial_cache(self, batch, width, dtype):
+        """{"input": the input-to-state convolution's cache, "h", "c": [W, N, h] the states
+        of the previous row (row -1: the learned initial state), overwritten column by
+        column}."""
+        shape = tf.stack([width, batch, self.units])
+        return {"input": self.input_to_state.initial_cache(batch, width, dtype),
+                "h": tf.broadcast_to(tf.cast(self.initial_h, dtype), shape),
+                "c": tf.broadcast_to(tf.cast(self.initial_c, dtype), shape)}
+
+    def start_row(self, weights, cache, i):
+        """Row i begins: returns (cache, the state-to-state pre-activations of the whole row
+        [W, N, 4h]: column j reads h(j - 1), h(j), h(j + 1) of row i - 1, zero beyond its
+        ends)."""
+        h_prev = cache["h"]
+        width = h_prev.shape[0]
+        padded = tf.pad(h_prev, [[1, 1], [0, 0], [0, 0]])
+        recurrent = tf.add_n([tf.einsum("wnh,hg->wng", padded[k: k + width],
+                                        weights["state"][k]) for k in range(3)])
+        return dict(cache, input=self.input_to_state.start_row(cache["input"])), recurrent
+
+    def call_pixel(self, weights, cache, row, j, x, conditioning=None):
+        """Hidden state at column j of the current row, [N, h], given the input there
+        x [N, Cin], `row` from `start_row` and the conditioning there [N, 4h] (or None).
+        Returns (h, what `commit_pixel` stores)."""
+        gates = self.input_to_state.call_pixel(weights["input"], cache["input"], j, x)
+        if conditioning is not None:
+            gates = gates + conditioning
+        h, c = lstm_update(gates + row[j], cache["c"][j])
+        return h, (x, h, c)
+
+    def commit_pixel(self, weights, cache, j, update):
+        x, h, c = update
+        return {"input": self.input_to_state.commit_pixel(cache["input"], j, x),
+                "h": put(cache["h"], j, h), "c": put(cache["c"], j, c)}
+
+    def row_sweep(self, weights, cache, conditioning_row=None):
+        """No pass over the finished row (see `DiagonalBiLSTM.row_sweep`)."""
+        return None
+
+    def finish_row(self, weights, cache, swept):
+        return cache
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)

@@ -9,7 +9,6 @@ import pytest
 import tensorflow as tf
 
 from pixelrnn_tf import ARCHITECTURES
-from pixelrnn_tf.data import downsample
 from pixelrnn_tf.multiscale import MultiScalePixelRNN, subsample_positions
 
 N, S = 8, 4
@@ -23,7 +22,6 @@ def make(architecture, channels=3, levels=5):
 
 def test_subsample_is_a_strided_pick():
     x = np.arange(2 * 8 * 8 * 1).reshape(2, 8, 8, 1)
-    np.testing.assert_array_equal(downsample(x, 4), x[:, ::2, ::2])
     model = MultiScalePixelRNN("pixelcnn", (8, 8, 1), 4, levels=2, num_layers=1, hidden_dim=4)
     np.testing.assert_array_equal(model.subsample(x), x[:, ::2, ::2])
     mask = subsample_positions((4, 4, 1), 2)[..., 0]

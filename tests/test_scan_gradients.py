@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from pixelrnn_tf import DiagonalBiLSTM, DiagonalLSTM
-from pixelrnn_tf.diagonal_lstm import diagonal_lstm_scan, diagonal_scan, phase_windows
+from pixelrnn_tf.diagonal_scan import diagonal_lstm_scan, phase_windows
 from pixelrnn_tf.lstm_cell import lstm_update
 from pixelrnn_tf.row_lstm import row_lstm_scan
 
@@ -58,6 +58,28 @@ def reference_row_scan(gates_in, state_kernel, initial_h, initial_c):
         h, c = lstm_update(z, c)
         rows.append(h)
     return tf.stack(rows, 1)
+
+
+def directional_gates(layer, inputs, conditioning=None):
+    """A `DiagonalLSTM`'s input-to-state gates per direction, each in its own scanning frame:
+    [B, H, W, Cin] -> [D, B, H, W, 4h], direction 1 mirrored along W."""
+    gates = layer.input_to_state(inputs)
+    gates = tf.stack(tf.split(gates, layer.num_directions, axis=-1))
+    if conditioning is not None:
+        gates = gates + conditioning[None]
+    if layer.num_directions == 2:
+        gates = tf.stack([gates[0], tf.reverse(gates[1], axis=[2])])
+    return gates
+
+
+def diagonal_scan(gates_in, state_kernel, initial_h, initial_c):
+    """D diagonal LSTMs scanned left to right on precomputed gates [D, B, H, W, 4h] (an
+    identity input kernel): -> [D, B, H, W, h]."""
+    num_dirs, four_h = gates_in.shape[0], gates_in.shape[-1]
+    cast = lambda v: tf.cast(v, gates_in.dtype)  # noqa: E731
+    identity = tf.eye(four_h, batch_shape=[num_dirs], dtype=gates_in.dtype)
+    return diagonal_lstm_scan(gates_in, identity, cast(state_kernel), cast(initial_h),
+                              cast(initial_c), (False,) * num_dirs)
 
 
 def random_arguments(rng, num_src, num_dirs, batch, height, width, channels, units):
@@ -183,7 +205,7 @@ def test_conditioning_gradient_and_old_gate_api(rng):
         loss = tf.reduce_sum(out)
     d_cond = tape.gradient(loss, cond)
     assert np.abs(d_cond.numpy()).min() > 0
-    gates = layer.directional_gates(x, cond)
+    gates = directional_gates(layer, x, cond)
     frames = diagonal_scan(gates, layer.state_kernel, layer.initial_h, layer.initial_c)
     from_gates = tf.stack([frames[0], tf.reverse(frames[1], [2])])
     np.testing.assert_allclose(out, from_gates, atol=2e-6)
