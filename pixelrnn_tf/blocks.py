@@ -1,8 +1,17 @@
 """Residual blocks of the PixelRNN body (paper, section 3.3 and Figure 5).
 
-Both blocks also run one pixel at a time for cached sampling, with the same methods
-(`step_weights`, `initial_cache`, `start_row`, `call_pixel`, `commit_pixel`, `row_sweep`,
-`finish_row`), so that `PixelRNN` drives its body without asking which block it holds.
+Both blocks also run one pixel at a time in raster order for cached sampling, with the same
+methods, so that `PixelRNN` drives its body without asking which block it holds:
+
+- step_weights(dtype) -> what the steps read, computed once before the loops;
+- initial_cache(batch N, width W, dtype) -> the cache (a nest of tensors);
+- start_row(weights, cache, i) -> (cache, what every pixel of row i reads);
+- call_pixel(weights, cache, row, j, x [N, 2h], conditioning or None) -> (the block's output
+  at (i, j) [N, 2h], what commit_pixel stores), for the block's input at (i, j) so far (its
+  channels not drawn yet are ignored by the masks);
+- commit_pixel(weights, cache, j, update) -> the cache with pixel (i, j) finished;
+- row_sweep(weights, cache, conditioning_row [W, N, ...] or None) -> a `lstm_cell.RowSweep`
+  over the finished row, or None; finish_row(weights, cache, its h [W, N, h]) -> cache.
 """
 
 from __future__ import annotations
@@ -63,7 +72,7 @@ class RecurrentBlock(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (2 * self.hidden_dim,)
 
-    # Cached sampling (shapes: `PixelCNNBlock`; the cache and the row are the LSTM's).
+    # Cached sampling (module docstring): the cache and the row are the LSTM's.
 
     def step_weights(self, dtype):
         return {"rnn": self.rnn.step_weights(dtype),
@@ -109,17 +118,8 @@ class PixelCNNBlock(keras.layers.Layer):
     Call: inputs [B, H, W, 2h]; optional `conditioning` [B, H, W, h] added to the middle
       convolution's pre-activation. Returns [B, H, W, 2h].
 
-    Cached sampling, one pixel at a time in raster order:
-      step_weights(dtype) -> what the steps read, computed once before the loops;
-      initial_cache(batch N, width W, dtype) -> the cache (a nest of tensors);
-      start_row(weights, cache, i) -> (cache, what every pixel of row i reads);
-      call_pixel(weights, cache, row, j, x [N, 2h], conditioning [N, h] or None) -> (the
-        block's output at (i, j) [N, 2h], what commit_pixel stores), for the input at (i, j)
-        so far (its channels not drawn yet are ignored by the masks);
-      commit_pixel(weights, cache, j, update) -> the cache with pixel (i, j) finished;
-      row_sweep(weights, cache, conditioning_row) -> a `lstm_cell.RowSweep` over the
-        finished row, or None; finish_row(weights, cache, swept h [W, N, h]) -> cache.
-    Here the middle convolution keeps its buffer of earlier rows; nothing is swept.
+    Cached sampling (module docstring): the middle convolution keeps a buffer of its input's
+    earlier rows; nothing is swept.
     """
 
     def __init__(self, hidden_dim, colour_groups=1, residual=True, kernel_size=3, **kwargs):
@@ -150,7 +150,7 @@ class PixelCNNBlock(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (2 * self.hidden_dim,)
 
-    # Cached sampling (see the class docstring).
+    # Cached sampling (module docstring).
 
     def step_weights(self, dtype):
         return {"reduce": self.reduce.step_weights(dtype),

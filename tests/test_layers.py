@@ -8,7 +8,7 @@ import keras
 
 from pixelrnn_tf import (DiagonalBiLSTM, DiagonalLSTM, MaskedConv2D, PixelCNNBlock,
                          RecurrentBlock, RowLSTM, skew, unskew)
-from pixelrnn_tf.lstm_cell import lstm_update
+from pixelrnn_tf.lstm_cell import lstm_update, sweep_right_to_left
 
 
 def sigmoid(x):
@@ -139,6 +139,53 @@ def test_masked_conv_mask_is_applied_in_forward_pass_not_stored(rng):
     layer.kernel.assign(np.ones((3, 3, 1, 1), np.float32))  # even with every weight set
     assert layer(x).numpy()[0, 1, 1, 0] == 0.0
     assert np.all(layer.kernel.numpy() == 1.0)  # stored weights untouched
+
+
+def pixel_by_pixel(block, x, conditioning=None):
+    """A block's cached steps driven in raster order over x [B, H, W, D] (every input pixel
+    final) -> [B, H, W, 2h], what `block(x, conditioning)` must give."""
+    batch, height, width, _ = x.shape
+    weights = block.step_weights(tf.float32)
+    cache = block.initial_cache(batch, width, tf.float32)
+    rows = []
+    for i in range(height):
+        cache, row = block.start_row(weights, cache, i)
+        outputs = []
+        for j in range(width):
+            cond = None if conditioning is None else conditioning[:, i, j]
+            y, update = block.call_pixel(weights, cache, row, j, x[:, i, j], cond)
+            cache = block.commit_pixel(weights, cache, j, update)
+            outputs.append(y)
+        cond_row = None if conditioning is None else tf.transpose(conditioning[:, i], (1, 0, 2))
+        sweep = block.row_sweep(weights, cache, cond_row)
+        if sweep is not None:
+            cache = block.finish_row(weights, cache, sweep_right_to_left([sweep])[0])
+        rows.append(tf.stack(outputs, 1))
+    return tf.stack(rows, 1)
+
+
+BLOCKS = {  # name: (make, width of its conditioning map)
+    "diagonal_bilstm": (lambda: RecurrentBlock("diagonal_bilstm", 3, colour_groups=3), 12),
+    "row_lstm": (lambda: RecurrentBlock("row_lstm", 3, colour_groups=3, residual=False,
+                                        row_kernel=5), 12),
+    "pixelcnn": (lambda: PixelCNNBlock(3, colour_groups=3), 3),
+}
+
+
+@pytest.mark.parametrize("name", BLOCKS)
+@pytest.mark.parametrize("conditioned", [False, True])
+def test_block_pixel_steps_equal_call(name, conditioned, rng):
+    """keras-hub's cache test: each block's one-pixel steps (cached sampling) give its full
+    call at every position; every weight random, the learned initial states included."""
+    make, cond_dim = BLOCKS[name]
+    block = make()
+    x = tf.constant(rng.normal(size=(2, 4, 5, 6)), tf.float32)
+    cond = (tf.constant(rng.normal(size=(2, 4, 5, cond_dim)), tf.float32) if conditioned
+            else None)
+    block(x, conditioning=cond)
+    randomize(block, rng)
+    np.testing.assert_allclose(pixel_by_pixel(block, x, cond), block(x, conditioning=cond),
+                               rtol=0, atol=1e-5)
 
 
 LAYERS = [
