@@ -21,7 +21,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from pixelrnn_tf import sampling, training  # noqa: E402
+from pixelrnn_tf import sampling  # noqa: E402
+from pixelrnn_tf.workdir import load_model  # noqa: E402
 
 
 def agreement(got, want):
@@ -39,7 +40,7 @@ def main(argv=None):
     parser.add_argument("--save")
     parser.add_argument("--against")
     args = parser.parse_args(argv)
-    model = training.load_model(args.workdir)
+    model = load_model(args.workdir)
     full = sampling.sample(model, args.num, seed=args.seed).numpy()
     subpixels = int(np.prod(full.shape[1:]))
     print(f"| compared with the batch of {args.num} | identical images | sub-pixel draws |")
