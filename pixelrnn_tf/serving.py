@@ -15,7 +15,8 @@ project or Python. Signatures (DESIGN.md section 2):
 
 Every input is checked inside the graph (shape, rank, value range, batch size): the C++
 loader does not check a feed against the signature's shape, and an image without its batch
-dimension reaching a convolution aborts the whole server process. A bad request gets an
+dimension reaching a convolution fails by the CPU's kernels: it aborts the whole server
+process on AVX-512 machines (a oneDNN check), raises on AVX2-only ones. A bad request gets an
 INVALID_ARGUMENT error naming the problem instead.
 
 A JSON description of the model (shape, levels, architecture, sampler, signatures) is
