@@ -64,8 +64,8 @@ def compare(runs, split, data_dir=None, batch_size=100) -> list[dict]:
             raise CompareError(f"{run}: cannot load the model ({err})") from None
         if images is None:  # the first run's data, binarization and seed, for every model
             images = dict(data_dir=data_dir or spec.data_dir, expected_shape=spec.image_shape,
-                          expected_levels=spec.levels, binarize=config.binarize,
-                          seed=config.seed)
+                          expected_levels=spec.levels, binarize=config.model.binarize,
+                          seed=config.optimization.seed)
         elif (spec.image_shape, spec.levels) != (images["expected_shape"],
                                                  images["expected_levels"]):
             raise CompareError(f"{run}: a model of {spec.describe()}, unlike the first run's; "

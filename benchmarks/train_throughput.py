@@ -68,7 +68,8 @@ def run_one(preset, replicas, jit, steps, log_every, data_dir, workdir):
     print("RESULT " + json.dumps({
         "images_per_second": results["train_images_per_second"],
         "jit": use_jit(config, trainer.distribution),
-        "parameters": trainer.model.count_params(), "batch": config.batch_size}), flush=True)
+        "parameters": trainer.model.count_params(),
+        "batch": config.optimization.batch_size}), flush=True)
 
 
 def run_and_print(args, root, preset, shape, levels, data_dir, replicas, jit):

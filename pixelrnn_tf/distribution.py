@@ -89,16 +89,17 @@ def use_jit(config: TrainConfig, distribution: Distribution) -> bool:
     over each replica's step is 1.35x faster (benchmarks/train_throughput.py, README).
     XLA makes PixelCNN's convolutions about 5x slower than oneDNN's on CPU.
     """
-    if config.jit_compile == "auto":
-        return (config.architecture != "pixelcnn" and distribution.num_replicas > 1
+    jit_compile = config.runtime.jit_compile
+    if jit_compile == "auto":
+        return (config.model.architecture != "pixelcnn" and distribution.num_replicas > 1
                 and distribution.num_workers == 1)
-    return config.jit_compile == "on"
+    return jit_compile == "on"
 
 
 def eval_batch_size(config: TrainConfig, num_replicas: int) -> int:
     """The global evaluation batch: `eval_batch_size` (default 4 x batch_size) rounded down
     to a multiple of the replicas (at least one image per replica)."""
-    batch = config.eval_batch_size or 4 * config.batch_size
+    batch = config.runtime.eval_batch_size or 4 * config.optimization.batch_size
     return max(num_replicas, batch - batch % num_replicas)
 
 
@@ -118,8 +119,8 @@ def distributed_dataset(distribution, spec, config, split, training, global_batc
         ds = data.make_dataset(
             spec.data_dir, split, context.get_per_replica_batch_size(global_batch), training,
             expected_shape=spec.image_shape, expected_levels=spec.levels, seed=seed,
-            deterministic=True, shuffle_buffer=config.shuffle_buffer, input_context=context,
-            binarize=config.binarize, dtype=tf.int32)
+            deterministic=True, shuffle_buffer=config.runtime.shuffle_buffer,
+            input_context=context, binarize=config.model.binarize, dtype=tf.int32)
         if skip_steps:
             ds = ds.skip(skip_steps * local_replicas)
         if max_steps:

@@ -24,23 +24,24 @@ from pixelrnn_tf.workdir import TrainingError
 
 def make_learning_rate(config: TrainConfig):
     """A float or a keras LearningRateSchedule over `train_steps`."""
-    rate, steps, fraction = config.learning_rate, config.train_steps, config.final_lr_fraction
+    opt = config.optimization
+    rate, steps, fraction = opt.learning_rate, opt.train_steps, opt.final_lr_fraction
     schedules = keras.optimizers.schedules
-    if config.lr_schedule == "constant":
+    if opt.lr_schedule == "constant":
         return rate
-    if config.lr_schedule == "exponential":
+    if opt.lr_schedule == "exponential":
         return schedules.ExponentialDecay(rate, decay_steps=steps, decay_rate=fraction)
-    if config.warmup_steps:
-        return schedules.CosineDecay(0.0, decay_steps=steps - config.warmup_steps,
+    if opt.warmup_steps:
+        return schedules.CosineDecay(0.0, decay_steps=steps - opt.warmup_steps,
                                      alpha=fraction, warmup_target=rate,
-                                     warmup_steps=config.warmup_steps)
+                                     warmup_steps=opt.warmup_steps)
     return schedules.CosineDecay(rate, decay_steps=steps, alpha=fraction)
 
 
 def make_optimizer(config: TrainConfig):
     """Adam or RMSprop without clipping: the train step clips the all-reduced gradient."""
     rate = make_learning_rate(config)
-    if config.optimizer == "adam":
+    if config.model.optimizer == "adam":
         return keras.optimizers.Adam(rate)
     return keras.optimizers.RMSprop(rate)
 
@@ -163,7 +164,7 @@ def evaluate_nll(eval_step, distribution, spec, config, split, global_batch, max
     Returns ({"total": mean nats, and a Multi-Scale model's "small", "conditional"},
     number of images)."""
     dataset = distributed_dataset(distribution, spec, config, split, False, global_batch,
-                                  seed=config.seed, max_steps=max_batches)
+                                  seed=config.optimization.seed, max_steps=max_batches)
     totals, count = {}, 0.0
     for batch in dataset:
         batch_sums, batch_count = eval_step(batch)

@@ -82,7 +82,7 @@ def first_images(spec: DataSpec, config: TrainConfig, split: str, count: int) ->
     """The first `count` images of a split (file order) as uint8 [count, H, W, C]."""
     ds = data.make_dataset(spec.data_dir, split, count, training=False,
                            expected_shape=spec.image_shape, expected_levels=spec.levels,
-                           binarize=config.binarize, seed=config.seed)
+                           binarize=config.model.binarize, seed=config.optimization.seed)
     for batch in ds.take(1):
         return batch.numpy()
     raise TrainingError(f"{spec.data_dir}: split {split!r} is empty")

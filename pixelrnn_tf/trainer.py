@@ -28,7 +28,7 @@ import tensorflow as tf
 
 from pixelrnn_tf import data
 from pixelrnn_tf.checkpoints import Checkpoints
-from pixelrnn_tf.config import ConfigError, TrainConfig, changed_settings
+from pixelrnn_tf.config import ConfigError, TrainConfig, changed_settings, replace_keys
 from pixelrnn_tf.distribution import (Distribution, distributed_dataset, epoch_seed,
                                       eval_batch_size, make_distribution, use_jit)
 from pixelrnn_tf.losses import nats_to_bits_per_dim
@@ -61,7 +61,7 @@ class RunContext:
     def open(cls, config, workdir: Workdir, saved, data_dir, splits=None) -> RunContext:
         """The strategy comes first: MultiWorkerMirroredStrategy must precede other TF work.
         splits: those to check besides the validation split (default: the train split)."""
-        distribution = make_distribution(config.cpu_replicas)
+        distribution = make_distribution(config.runtime.cpu_replicas)
         spec = resolve_data(config, data_dir, splits)
         workdir.check_resumable(config, spec, saved)
         return cls(config, workdir, saved, distribution, spec,
@@ -139,8 +139,9 @@ def _open_for_training(config, workdir: Workdir, data_dir) -> RunContext:
         data_dir = saved.data.data_dir
     context = RunContext.open(config, workdir, saved, data_dir)
     replicas = context.distribution.num_replicas
-    if config.batch_size % replicas:
-        raise ConfigError(f"batch_size={config.batch_size} must be a multiple of the "
+    batch_size = config.optimization.batch_size
+    if batch_size % replicas:
+        raise ConfigError(f"batch_size={batch_size} must be a multiple of the "
                           f"number of replicas ({replicas})")
     return context
 
@@ -155,29 +156,30 @@ class Trainer:
                  stop_at_step: int | None = None):
         self.workdir = Workdir(workdir)
         # This run ends here; the learning-rate schedule still runs over train_steps.
-        self.end_step = (config.train_steps if stop_at_step is None
-                         else min(config.train_steps, stop_at_step))
+        opt = config.optimization
+        self.end_step = (opt.train_steps if stop_at_step is None
+                         else min(opt.train_steps, stop_at_step))
         self.context = context = _open_for_training(config, self.workdir, data_dir)
         self.config, self.spec, self.distribution = config, context.spec, context.distribution
         self.eval_batch = context.eval_batch
-        num_train = data.read_manifest(self.spec.data_dir).num_examples(config.train_split)
-        self.steps_per_epoch = config.steps_per_epoch or max(1, num_train // config.batch_size)
-        self.num_epochs = -(-config.train_steps // self.steps_per_epoch)
+        num_train = data.read_manifest(self.spec.data_dir).num_examples(opt.train_split)
+        self.steps_per_epoch = opt.steps_per_epoch or max(1, num_train // opt.batch_size)
+        self.num_epochs = -(-opt.train_steps // self.steps_per_epoch)
 
-        keras.utils.set_random_seed(config.seed)
+        keras.utils.set_random_seed(opt.seed)
         self.model, state = context.build(self._make_state)
         self.dims = nll_dims(self.model)
         self.optimizer, self.step_var, self.best_var = (
             state["optimizer"], state["step"], state["best_validation_nats"])
         self.checkpoints = Checkpoints(self.workdir, make_checkpoint(self.model, **state),
-                                       config.keep_checkpoints, self.distribution)
+                                       config.runtime.keep_checkpoints, self.distribution)
         restored = self._resume()
         self.train_step = make_train_step(self.model, self.optimizer,
-                                          self.distribution.strategy, config.batch_size,
-                                          config.clip_norm, context.jit)
+                                          self.distribution.strategy, opt.batch_size,
+                                          opt.clip_norm, context.jit)
         self.eval_step = context.make_eval_step(self.model)
         self.summaries = Summaries(self.workdir.path, self.distribution.is_chief,
-                                   bool(config.validation_split))
+                                   bool(config.runtime.validation_split))
         if self.step == 0:
             self.summaries.hparams(config, self.spec)
         self.originals = None  # images for the completion grid, read once
@@ -201,11 +203,12 @@ class Trainer:
         """Restores the latest checkpoint (if any), records changed settings in config.json
         and logs how the run starts; returns the restored path or None."""
         config, saved = self.config, self.context.saved
+        model_config, opt = config.model, config.optimization
         restored = self.checkpoints.restore_latest()
-        if config.lr_schedule == "constant":
+        if opt.lr_schedule == "constant":
             # A constant rate is an optimizer variable, restored with the checkpoint: the
             # rate of this run's config wins.
-            self.optimizer.learning_rate = config.learning_rate
+            self.optimizer.learning_rate = opt.learning_rate
         self.step = int(self.step_var.numpy())
         changed = changed_settings(saved.config, config) if restored and saved else {}
         if changed:
@@ -218,13 +221,13 @@ class Trainer:
         start = f"resuming from {restored} (step {self.step})" if restored else \
             "training from scratch"
         shape = self.spec.image_shape
-        scales = (f"multi-scale {config.small_size}x{config.small_size} -> "
-                  f"{shape[0]}x{shape[1]}, " if config.small_size else "")
+        size = model_config.small_size
+        scales = f"multi-scale {size}x{size} -> {shape[0]}x{shape[1]}, " if size else ""
         replicas = self.distribution.num_replicas
-        self.log(f"{start}: {scales}{config.architecture}, {config.num_layers} layers, "
-                 f"h={config.hidden_dim}, {self.model.count_params()} parameters on "
+        self.log(f"{start}: {scales}{model_config.architecture}, {model_config.num_layers} "
+                 f"layers, h={model_config.hidden_dim}, {self.model.count_params()} parameters on "
                  f"{self.spec.describe()}; {replicas} replica(s) x "
-                 f"{config.batch_size // replicas} images, "
+                 f"{opt.batch_size // replicas} images, "
                  f"jit_compile={'on' if self.context.jit else 'off'}")
         return restored
 
@@ -232,22 +235,22 @@ class Trainer:
         self.context.log(message)
 
     def run(self) -> dict:
-        config = self.config
+        train_steps, runtime = self.config.optimization.train_steps, self.config.runtime
         start_step = self.step
         try:
             with _sigterm_flag() as flag:
                 while self.step < self.end_step:
                     self.run_epoch(flag)
                 if self.step > start_step:
-                    if config.validation_split and self.last_validated != self.step:
+                    if runtime.validation_split and self.last_validated != self.step:
                         self.validate()
                     if self.last_saved != self.step:
                         self.save()
-                    if config.image_every_epochs and self.last_images != self.step:
+                    if runtime.image_every_epochs and self.last_images != self.step:
                         self.write_images()
-                elif start_step >= config.train_steps:
+                elif start_step >= train_steps:
                     self.log(f"already trained to step {self.step} (train_steps="
-                             f"{config.train_steps}); raise train_steps to train longer")
+                             f"{train_steps}); raise train_steps to train longer")
                 else:
                     self.log(f"already at step {self.step} (stop at step {self.end_step})")
         finally:
@@ -258,8 +261,8 @@ class Trainer:
             float(np.median(steady)) if steady else None))
         if self.distribution.is_chief:
             self.write_outputs(start_step)
-        if self.step < config.train_steps:
-            self.log(f"stopped at step {self.step} of {config.train_steps}: rerun to continue")
+        if self.step < train_steps:
+            self.log(f"stopped at step {self.step} of {train_steps}: rerun to continue")
         self.log(f"done at step {self.step}: checkpoints in {self.checkpoints.directory}, "
                  f"final model {self.workdir.final_model}; TensorBoard: tensorboard --logdir "
                  f"{self.workdir.path}")
@@ -272,26 +275,28 @@ class Trainer:
             save_keras_model(self.model, final_model)
         if self.results["validation"] is not None:
             terms = self.results["validation_terms"]
-            self.workdir.write_eval(self.config.validation_split, {
-                "split": self.config.validation_split,
+            runtime = self.config.runtime
+            self.workdir.write_eval(runtime.validation_split, {
+                "split": runtime.validation_split,
                 "num_images": self.results["validation_images"],
                 "nats": self.results["validation"],
                 "bits_per_dim": self.results["validation_bits_per_dim"],
                 **({"terms": terms} if terms else {}),
                 "checkpoint": self.results["checkpoint"], "step": self.step,
-                "max_batches": self.config.eval_batches or None})
+                "max_batches": runtime.eval_batches or None})
 
     def run_epoch(self, flag):
         """Trains to the end of the current epoch (or to end_step); raises Preempted when a
         worker got SIGTERM, TrainingError on a non-finite loss."""
         config, chief = self.config, self.distribution.is_chief
+        opt = config.optimization
         epoch, offset = divmod(self.step, self.steps_per_epoch)
         count = min(self.steps_per_epoch - offset, self.end_step - self.step)
-        dataset = distributed_dataset(self.distribution, self.spec, config, config.train_split,
-                                      True, config.batch_size,
-                                      seed=epoch_seed(config.seed, epoch), skip_steps=offset)
+        dataset = distributed_dataset(self.distribution, self.spec, config, opt.train_split,
+                                      True, opt.batch_size,
+                                      seed=epoch_seed(opt.seed, epoch), skip_steps=offset)
         iterator = iter(dataset)
-        show = config.progress_bar and chief
+        show = config.runtime.progress_bar and chief
         if show:
             print(f"epoch {epoch + 1}/{self.num_epochs}", flush=True)
         # A live bar on a terminal; one line per epoch in a log file.
@@ -315,7 +320,7 @@ class Trainer:
                 *((f"{name}_nll", value) for name, value in step_nats.items()
                   if name != "total")])
             interval.add(step_nats, norm)
-            if self.step % config.log_every_steps == 0:
+            if self.step % config.runtime.log_every_steps == 0:
                 self.write_train_scalars(interval)
                 interval = _Interval()
             self.after_step(stopping)
@@ -323,25 +328,25 @@ class Trainer:
 
     def after_step(self, stopping):
         """Validation, checkpoints and images due at this step; Preempted when stopping."""
-        config = self.config
+        runtime = self.config.runtime
         epochs_done = self.step // self.steps_per_epoch
         epoch_end = self.step % self.steps_per_epoch == 0
-        if epoch_end and config.validation_split and (
-                epochs_done % config.eval_every_epochs == 0
-                or self.step >= config.train_steps):
+        if epoch_end and runtime.validation_split and (
+                epochs_done % runtime.eval_every_epochs == 0
+                or self.step >= self.config.optimization.train_steps):
             self.validate()  # before saving, so the checkpoint holds the best value
-        if self.step % config.checkpoint_every_steps == 0 or stopping:
+        if self.step % runtime.checkpoint_every_steps == 0 or stopping:
             self.save()
         if stopping:
             raise Preempted(f"SIGTERM: saved the checkpoint of step {self.step} in "
                             f"{self.checkpoints.directory}; rerun the same command to resume")
-        if epoch_end and config.image_every_epochs and \
-                epochs_done % config.image_every_epochs == 0:
+        if epoch_end and runtime.image_every_epochs and \
+                epochs_done % runtime.image_every_epochs == 0:
             self.write_images()
 
     def write_train_scalars(self, interval):
         seconds = time.perf_counter() - interval.start
-        images_per_second = interval.steps * self.config.batch_size / seconds
+        images_per_second = interval.steps * self.config.optimization.batch_size / seconds
         means = {name: value / interval.steps for name, value in interval.nats.items()}
         self.summaries.scalars(self.summaries.train, self.step, {
             **nll_scalars(means, self.dims),
@@ -351,9 +356,9 @@ class Trainer:
         self.throughput.append(images_per_second)
 
     def validate(self):
-        config = self.config
-        means, count = self.context.evaluate_nll(self.eval_step, config.validation_split,
-                                                 config.eval_batches)
+        runtime = self.config.runtime
+        means, count = self.context.evaluate_nll(self.eval_step, runtime.validation_split,
+                                                 runtime.eval_batches)
         described = describe_nll(means, self.dims)
         nats, bits = described["nats"], described["bits_per_dim"]
         self.summaries.scalars(self.summaries.validation, self.step,
@@ -376,12 +381,12 @@ class Trainer:
         self.last_images = self.step
         if not self.distribution.is_chief:
             return
-        config = self.config
+        config, runtime = self.config, self.config.runtime
         if self.originals is None:
-            self.originals = first_images(self.spec, config,
-                                          config.validation_split or config.train_split, 8)
-        grids = sample_grids(self.model, self.originals, config.num_image_samples,
-                             config.seed, config.sample_temperature)
+            split = runtime.validation_split or config.optimization.train_split
+            self.originals = first_images(self.spec, config, split, 8)
+        grids = sample_grids(self.model, self.originals, runtime.num_image_samples,
+                             config.optimization.seed, runtime.sample_temperature)
         self.summaries.images(self.step, grids, self.spec.levels)
 
     def save(self):
@@ -427,7 +432,7 @@ def evaluate(workdir: str, data_dir: str | None, split: str, checkpoint: str = "
     """
     workdir = Workdir(workdir)
     saved = workdir.require()
-    config = dataclasses.replace(config or saved.config, validation_split="")
+    config = replace_keys(config or saved.config, validation_split="")
     context = RunContext.open(config, workdir, saved, data_dir or saved.data.data_dir, (split,))
     path = workdir.checkpoint_path(checkpoint)
     model, state = context.build(lambda model: {

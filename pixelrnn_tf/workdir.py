@@ -3,7 +3,7 @@
 Only the chief worker writes it:
 
     WORKDIR/config.json          {"format": "pixelrnn_tf.workdir", "version": 1,
-                                  "config": {TrainConfig keys},
+                                  "config": {TrainConfig keys, flat (config.to_dict)},
                                   "data": {"data_dir", "dataset", "image_shape", "levels"}}
                                  (an average of checkpoints adds "averaged", see
                                  `pixelrnn_tf.averaging`; a resume that changed settings
@@ -33,8 +33,8 @@ import keras
 import tensorflow as tf
 
 from pixelrnn_tf import MODEL_CLASSES, data
-from pixelrnn_tf.config import (ConfigError, TrainConfig, check_data_shape, from_dict,
-                                incompatible_keys, to_dict)
+from pixelrnn_tf.config import (ConfigError, TrainConfig, changed_settings, check_data_shape,
+                                from_dict, incompatible_keys, model_arguments, to_dict)
 from pixelrnn_tf.model import PixelRNN
 from pixelrnn_tf.multiscale import MultiScalePixelRNN
 
@@ -72,15 +72,16 @@ def resolve_data(config: TrainConfig, data_dir: str, splits=None) -> DataSpec:
     """Reads the manifest; checks that the shards of `splits` (default: the train split) and
     of the validation split are all there, before anything is written."""
     manifest = data.read_manifest(data_dir)
-    splits = (config.train_split,) if splits is None else splits
-    if config.validation_split and config.validation_split not in manifest.splits:
+    splits = (config.optimization.train_split,) if splits is None else splits
+    validation_split = config.runtime.validation_split
+    if validation_split and validation_split not in manifest.splits:
         raise ConfigError(
-            f"{data_dir} has no split {config.validation_split!r} (it has: "
+            f"{data_dir} has no split {validation_split!r} (it has: "
             f"{', '.join(manifest.splits)}); convert with --val-fraction or "
             f"--set validation_split=''")
-    for split in (*splits, *([config.validation_split] if config.validation_split else [])):
+    for split in (*splits, *([validation_split] if validation_split else [])):
         data.check_files(manifest, split)
-    levels = 2 if config.binarize else manifest.levels
+    levels = 2 if config.model.binarize else manifest.levels
     return DataSpec(str(data_dir), manifest.dataset, tuple(manifest.image_shape), levels)
 
 
@@ -189,10 +190,10 @@ class Workdir:
                 raise TrainingError(f"{self.path} has checkpoints but no {CONFIG_NAME}; use a "
                                     "new --workdir")
             return
-        changed = incompatible_keys(saved.config, config)
-        if changed:
-            diffs = ", ".join(f"{k}={getattr(saved.config, k)!r} (now {getattr(config, k)!r})"
-                              for k in changed)
+        changed = changed_settings(saved.config, config)
+        diffs = ", ".join(f"{k}={changed[k][0]!r} (now {changed[k][1]!r})"
+                          for k in incompatible_keys(saved.config, config))
+        if diffs:
             raise TrainingError(f"{self.path} holds a model trained with {diffs}; resume with "
                                 "the same settings or use a new --workdir")
         if (spec.image_shape, spec.levels) != (saved.data.image_shape, saved.data.levels):
@@ -229,19 +230,13 @@ class Workdir:
 
 def build_model(config: TrainConfig, spec: DataSpec) -> PixelRNN | MultiScalePixelRNN:
     """The (built) model of a config for data of `spec`: a MultiScalePixelRNN when
-    `small_size` > 0, else a PixelRNN; ConfigError if config and data do not fit."""
+    `small_size` > 0, else a PixelRNN, of the model keys' arguments (`model_arguments`) and
+    the data's image shape and levels; ConfigError if config and data do not fit."""
     check_data_shape(config, spec.image_shape)
-    args = dict(architecture=config.architecture, image_shape=spec.image_shape,
-                levels=spec.levels, num_layers=config.num_layers, hidden_dim=config.hidden_dim,
-                output_dim=config.output_dim or None, residual=config.residual,
-                skip=config.skip, first_kernel=config.first_kernel,
-                row_kernel=config.row_kernel)
+    model_class = MultiScalePixelRNN if config.model.small_size else PixelRNN
     try:
-        if config.small_size:
-            model = MultiScalePixelRNN(small_size=config.small_size,
-                                       conditioning_dim=config.conditioning_dim or None, **args)
-        else:
-            model = PixelRNN(**args)
+        model = model_class(image_shape=spec.image_shape, levels=spec.levels,
+                            **model_arguments(config.model))
     except ValueError as e:  # e.g. hidden_dim smaller than the channel count
         raise ConfigError(f"{e} (data: {spec.describe()})") from None
     model.build()

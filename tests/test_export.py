@@ -2,7 +2,6 @@
 saved_model_cli, the TF1 C++ session TF Serving uses), causality and normalisation through
 the export, input validation, atomic versioned export (export.py) and the sample CLI."""
 
-import dataclasses
 import json
 import os
 import sys
@@ -286,7 +285,7 @@ def workdir(tmp_path_factory):
     root = tmp_path_factory.mktemp("training")
     assert data_prep_main(["convert", "digits", "--out", str(root / "data"), "--limit", "120",
                            "--val-fraction", "0.25"]) == 0
-    config = dataclasses.replace(config_lib.get_preset("test"), train_steps=3,
+    config = config_lib.replace_keys(config_lib.get_preset("test"), train_steps=3,
                                  steps_per_epoch=3, checkpoint_every_steps=3, eval_batches=1,
                                  jit_compile="off")
     train_and_evaluate(config, str(root / "work"), str(root / "data"))

@@ -2,7 +2,6 @@
 pixelrnn_tf.training and export.py (8x8 digits, a 4x4 stage 1, 1 layer, h=4)."""
 
 import contextlib
-import dataclasses
 import io
 import json
 import math
@@ -104,29 +103,29 @@ def log_softmax_picked(logits, images):
 ])
 def test_multiscale_presets_halve_the_side_with_the_single_scale_model(name, single, shape):
     multi, base = config_lib.get_preset(name), config_lib.get_preset(single)
-    assert multi.small_size == shape[0] // 2
-    assert dataclasses.replace(multi, small_size=0) == base
+    assert multi.model.small_size == shape[0] // 2
+    assert config_lib.replace_keys(multi, small_size=0) == base
     config_lib.check_data_shape(multi, shape)  # fits its data
-    with pytest.raises(ConfigError, match=f"small_size={multi.small_size} must divide"):
+    with pytest.raises(ConfigError, match=f"small_size={multi.model.small_size} must divide"):
         config_lib.check_data_shape(multi, (shape[0] + 2, shape[0] + 2, shape[2]))
 
 
 def test_small_size_is_a_model_key_and_checked_against_the_data():
     base = config_lib.get_preset("test")
-    multi = dataclasses.replace(base, small_size=SMALL)
+    multi = config_lib.replace_keys(base, small_size=SMALL)
     assert config_lib.incompatible_keys(base, multi) == ["small_size"]
-    assert config_lib.incompatible_keys(multi, dataclasses.replace(multi, conditioning_dim=8)) \
+    assert config_lib.incompatible_keys(multi, config_lib.replace_keys(multi, conditioning_dim=8)) \
         == ["conditioning_dim"]
     config_lib.check_data_shape(base, (7, 5, 1))  # single-scale: any shape
     for size, shape, message in [(3, (8, 8, 1), "must divide the image side 8"),
                                  (8, (8, 8, 1), "must divide the image side 8 and be smaller"),
                                  (4, (8, 12, 1), "needs square images")]:
         with pytest.raises(ConfigError, match=message):
-            config_lib.check_data_shape(dataclasses.replace(base, small_size=size), shape)
+            config_lib.check_data_shape(config_lib.replace_keys(base, small_size=size), shape)
     with pytest.raises(ConfigError, match="small_size must be >= 0"):
-        dataclasses.replace(base, small_size=-1)
+        config_lib.replace_keys(base, small_size=-1)
     with pytest.raises(ConfigError, match="conditioning_dim needs small_size"):
-        dataclasses.replace(base, conditioning_dim=8)
+        config_lib.replace_keys(base, conditioning_dim=8)
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -154,7 +153,7 @@ def test_train_cli_writes_checkpoints_and_both_terms(run):
     assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")).endswith("ckpt-6")
     assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints", "best"))
     config, spec = Workdir(workdir).read()
-    assert config.small_size == SMALL and spec.image_shape == (8, 8, 1)
+    assert config.model.small_size == SMALL and spec.image_shape == (8, 8, 1)
     train_dir, validation_dir = (os.path.join(workdir, d) for d in ("train", "validation"))
     dims = {"": 64, "small_": SMALL * SMALL, "conditional_": 64 - SMALL * SMALL}
     for logdir, steps in ((train_dir, list(range(1, STEPS + 1))), (validation_dir, [3, 6])):
@@ -255,10 +254,10 @@ def test_resuming_from_a_checkpoint_reaches_the_same_weights(run, data_dir, tmp_
     halfway = load_model(str(workdir))
     config, _ = Workdir(str(workdir)).read()
     with pytest.raises(TrainingError, match=r"small_size=4 \(now 2\)"):
-        train_and_evaluate(dataclasses.replace(config, small_size=2), str(workdir),
+        train_and_evaluate(config_lib.replace_keys(config, small_size=2), str(workdir),
                                     data_dir)
     # Validation and images do not touch the weights: leave them out to save time.
-    quick = dataclasses.replace(config, image_every_epochs=0, validation_split="")
+    quick = config_lib.replace_keys(config, image_every_epochs=0, validation_split="")
     assert train_and_evaluate(quick, str(workdir), data_dir)["step"] == STEPS
     resumed, straight = load_model(str(workdir)), load_model(straight_dir)
     assert len(resumed.variables) == len(straight.variables)

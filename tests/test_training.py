@@ -1,6 +1,5 @@
 """The training library in-process: work directory, TensorBoard, checkpoints, evaluation."""
 
-import dataclasses
 import json
 import math
 import os
@@ -62,7 +61,7 @@ def tensor_events(logdir, tag):
 
 def test_workdir_layout(trained):
     workdir, config, results = trained
-    assert results["step"] == config.train_steps == 6
+    assert results["step"] == config.optimization.train_steps == 6
     names = set(os.listdir(workdir))
     assert {"config.json", "checkpoints", "model.keras", "train", "validation",
             "eval_validation.json"} <= names
@@ -75,7 +74,7 @@ def test_workdir_layout(trained):
     with open(os.path.join(workdir, "eval_validation.json")) as f:
         evaluation = json.load(f)
     assert evaluation["nats"] == pytest.approx(results["validation"])
-    assert evaluation["num_images"] == config.eval_batches * config.eval_batch_size
+    assert evaluation["num_images"] == config.runtime.eval_batches * config.runtime.eval_batch_size
 
 
 def test_checkpoint_holds_every_model_weight(trained):
@@ -109,7 +108,7 @@ def test_load_model_restores_the_final_weights(trained):
 def test_tensorboard_scalars_images_and_hparams(trained):
     workdir, config, _ = trained
     train_dir, validation_dir = os.path.join(workdir, "train"), os.path.join(workdir, "validation")
-    steps = list(range(1, config.train_steps + 1))
+    steps = list(range(1, config.optimization.train_steps + 1))
     for tag in ("nll_nats", "bits_per_dim", "learning_rate", "gradient_norm",
                 "images_per_second"):
         events = tensor_events(train_dir, tag)
@@ -121,7 +120,7 @@ def test_tensorboard_scalars_images_and_hparams(trained):
     np.testing.assert_allclose(bits, np.array(nats) / (64 * math.log(2)), rtol=1e-5)
     rates = [float(tf.make_ndarray(e.tensor_proto))
              for e in tensor_events(train_dir, "learning_rate")]
-    np.testing.assert_allclose(rates, config.learning_rate, rtol=1e-6)
+    np.testing.assert_allclose(rates, config.optimization.learning_rate, rtol=1e-6)
     for tag in ("nll_nats", "bits_per_dim"):
         assert [e.step for e in tensor_events(validation_dir, tag)] == [3, 6]
     # tf.summary.image stores [width, height, PNG...] strings as a tensor summary.
@@ -156,23 +155,24 @@ def test_evaluate_equals_an_independent_computation(trained, digits):
 
 def test_rerun_resumes_and_refuses_incompatible_settings(trained, digits, capsys):
     workdir, config, _ = trained
-    longer = dataclasses.replace(config, train_steps=8, image_every_epochs=0, jit_compile="off")
+    longer = config_lib.replace_keys(config, train_steps=8, image_every_epochs=0, jit_compile="off")
     assert train_and_evaluate(longer, workdir, digits)["step"] == 8
     assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")).endswith("ckpt-8")
     # config.json is the new config plus the record of what changed at which step.
     assert "settings changed at step 6: train_steps 6 -> 8, image_every_epochs " \
-        f"{config.image_every_epochs} -> 0" in capsys.readouterr().out
+        f"{config.runtime.image_every_epochs} -> 0" in capsys.readouterr().out
     assert Workdir(workdir).read()[0] == longer
+    runtime = config.runtime
     expected = [{"step": 6, "changed": {"train_steps": [6, 8],
-                                        "image_every_epochs": [config.image_every_epochs, 0],
-                                        "jit_compile": [config.jit_compile, "off"]}}]
+                                        "image_every_epochs": [runtime.image_every_epochs, 0],
+                                        "jit_compile": [runtime.jit_compile, "off"]}}]
     with open(os.path.join(workdir, "config.json")) as f:
         assert json.load(f)["changes"] == expected
     train_and_evaluate(longer, workdir, digits)  # same settings: nothing to record
     with open(os.path.join(workdir, "config.json")) as f:
         assert json.load(f)["changes"] == expected
     with pytest.raises(TrainingError, match=r"hidden_dim=4 \(now 8\)"):
-        train_and_evaluate(dataclasses.replace(longer, hidden_dim=8), workdir, digits)
+        train_and_evaluate(config_lib.replace_keys(longer, hidden_dim=8), workdir, digits)
 
 
 def test_resume_refuses_data_of_another_shape(trained, tmp_path):
@@ -208,7 +208,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(trained, digit
     config, _ = Workdir(workdir).read()
     last = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
     # A constant learning rate is restored with the checkpoint: the new one must win.
-    exploding = dataclasses.replace(config, train_steps=100, learning_rate=1e30, clip_norm=0.0,
+    exploding = config_lib.replace_keys(config, train_steps=100, learning_rate=1e30, clip_norm=0.0,
                                     jit_compile="off")
     with pytest.raises(TrainingError, match="non-finite loss") as error:
         train_and_evaluate(exploding, workdir, digits)
@@ -225,7 +225,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(trained, digit
 def test_train_on_joined_splits_and_stop_at_a_step(digits, tmp_path, capsys):
     """A final model's run: train+validation, no validation, stopped early then resumed to
     the same weights as a run straight through (the schedule runs over train_steps)."""
-    config = dataclasses.replace(
+    config = config_lib.replace_keys(
         config_lib.get_preset("test"), train_split="train+validation", validation_split="",
         steps_per_epoch=0, batch_size=64, train_steps=5, image_every_epochs=0)
     straight = str(tmp_path / "straight")
@@ -246,13 +246,13 @@ def test_train_on_joined_splits_and_stop_at_a_step(digits, tmp_path, capsys):
 
 def test_learning_rate_schedules():
     base = config_lib.get_preset("test")
-    cosine = make_learning_rate(dataclasses.replace(
+    cosine = make_learning_rate(config_lib.replace_keys(
         base, lr_schedule="cosine", learning_rate=0.01, train_steps=100, warmup_steps=10,
         final_lr_fraction=0.1))
     assert float(cosine(0)) == pytest.approx(0.0)
     assert float(cosine(10)) == pytest.approx(0.01)
     assert float(cosine(100)) == pytest.approx(0.001)
-    exponential = make_learning_rate(dataclasses.replace(
+    exponential = make_learning_rate(config_lib.replace_keys(
         base, lr_schedule="exponential", learning_rate=0.01, train_steps=100,
         final_lr_fraction=0.25))
     assert float(exponential(50)) == pytest.approx(0.005)
@@ -284,6 +284,6 @@ def test_jit_auto_is_on_for_recurrent_layers_with_several_local_replicas():
     test = config_lib.get_preset("test")
     assert use_jit(test, two)
     assert not use_jit(test, one) and not use_jit(test, workers)
-    assert not use_jit(dataclasses.replace(test, architecture="pixelcnn"), two)
-    assert use_jit(dataclasses.replace(test, jit_compile="on"), one)
-    assert not use_jit(dataclasses.replace(test, jit_compile="off"), two)
+    assert not use_jit(config_lib.replace_keys(test, architecture="pixelcnn"), two)
+    assert use_jit(config_lib.replace_keys(test, jit_compile="on"), one)
+    assert not use_jit(config_lib.replace_keys(test, jit_compile="off"), two)

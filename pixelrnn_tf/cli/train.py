@@ -94,7 +94,7 @@ def print_terms(result, config):
     terms = result.get("terms")
     if not terms:
         return
-    size = config.small_size
+    size = config.model.small_size
     what = {"small": f"stage 1, the {size}x{size} image",
             "conditional": "stage 2, the other pixels given it"}
     for name, term in terms.items():
