@@ -9,7 +9,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from pixelrnn_tf.cli.train import main  # noqa: E402
+from pixelrnn_tf.cli.train import main
 
 if __name__ == "__main__":
     sys.exit(main())

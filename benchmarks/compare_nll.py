@@ -22,7 +22,7 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from pixelrnn_tf.cli import ArgumentParser, positive_int  # noqa: E402
+from pixelrnn_tf.cli import ArgumentParser, positive_int
 
 
 class CompareError(Exception):

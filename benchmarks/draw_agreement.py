@@ -19,10 +19,10 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from pixelrnn_tf import sampling  # noqa: E402
-from pixelrnn_tf.workdir import load_model  # noqa: E402
+from pixelrnn_tf import sampling
+from pixelrnn_tf.workdir import load_model
 
 
 def agreement(got, want):

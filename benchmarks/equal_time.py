@@ -25,7 +25,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from pixelrnn_tf.cli import ArgumentParser  # noqa: E402
+from pixelrnn_tf.cli import ArgumentParser
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "train.py")
@@ -103,7 +103,8 @@ def table(runs, reports, walls, split):
     for name, preset, settings in runs:
         r = reports[name]
         terms = r.get("terms", {})
-        term = lambda k: f"{terms[k]['bits_per_dim']:.4f}" if k in terms else ""  # noqa: E731
+        term = lambda k, terms=terms: (f"{terms[k]['bits_per_dim']:.4f}" if k in terms
+                                       else "")
         lines.append(f"| {name} | {preset} | {' '.join(settings)} | {r['step']} | "
                      f"{r['images_seen']} | {walls[name] / 60:.1f} | {r['nats']:.2f} | "
                      f"{r['bits_per_dim']:.4f} | {term('small')} | {term('conditional')} |")

@@ -38,8 +38,8 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from pixelrnn_tf.cli import ArgumentParser, positive_int  # noqa: E402
-from pixelrnn_tf.images import BORDER_GREY, grid, to_display, write_png, zoomed  # noqa: E402
+from pixelrnn_tf.cli import ArgumentParser, positive_int
+from pixelrnn_tf.images import BORDER_GREY, grid, to_display, write_png, zoomed
 
 # (dataset in the manifest, architecture) -> the paper's test result and its unit
 PAPER = {
@@ -61,8 +61,8 @@ def read_json(path):
 
 def scalar_series(logdir, tag):
     """[(wall_time, step, value)] of a TF2 scalar summary (stored as a tensor summary)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     import tensorflow as tf
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     if not os.path.isdir(logdir):
         return []
@@ -220,6 +220,7 @@ def figure_checkpoint(run_dir):
     """"best" when the run has a best checkpoint (written at its first validation), else
     "latest"."""
     import tensorflow as tf
+
     from pixelrnn_tf.workdir import Workdir
 
     best = tf.train.latest_checkpoint(Workdir(run_dir).best_dir)
@@ -233,6 +234,7 @@ def prepare_figures(run_dir, split, num_images, data_dir=None):
     Raises ReportError (one line) for a run, checkpoint or data directory that is unusable.
     """
     import tensorflow as tf
+
     from pixelrnn_tf import data
     from pixelrnn_tf.config import ConfigError
     from pixelrnn_tf.summaries import first_images

@@ -21,10 +21,10 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
-from pixelrnn_tf import ARCHITECTURES, PixelRNN  # noqa: E402
+from pixelrnn_tf import ARCHITECTURES, PixelRNN
 
 CONFIGS = {
     "mnist": dict(image_shape=(28, 28, 1), levels=2, num_layers=7, hidden_dim=16),

@@ -14,11 +14,16 @@ import datetime
 import json
 import os
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from data_prep.errors import DataPrepError
 from data_prep.options import (
-    Binarize, ConvertOptions, parse_binarize, parse_compression, parse_mapping, parse_options,
+    Binarize,
+    ConvertOptions,
+    parse_binarize,
+    parse_compression,
+    parse_mapping,
+    parse_options,
     parse_shards,
 )
 from data_prep.plan import Plan, make_plan, select_splits

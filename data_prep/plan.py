@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

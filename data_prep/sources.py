@@ -16,7 +16,7 @@ import gzip
 import os
 import socket
 import zipfile
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 

@@ -7,15 +7,14 @@ import os
 # set by the user wins.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from pixelrnn_tf.blocks import PixelCNNBlock, RecurrentBlock  # noqa: E402
-from pixelrnn_tf.diagonal_lstm import DiagonalBiLSTM, DiagonalLSTM, skew, unskew  # noqa: E402
-from pixelrnn_tf.losses import (  # noqa: E402
-    BitsPerDim, NegativeLogLikelihood, nats_to_bits_per_dim)
-from pixelrnn_tf.masked_conv import MaskedConv2D  # noqa: E402
-from pixelrnn_tf.masks import causal_mask  # noqa: E402
-from pixelrnn_tf.model import ARCHITECTURES, PixelRNN  # noqa: E402
-from pixelrnn_tf.multiscale import MultiScalePixelRNN  # noqa: E402
-from pixelrnn_tf.row_lstm import RowLSTM  # noqa: E402
+from pixelrnn_tf.blocks import PixelCNNBlock, RecurrentBlock
+from pixelrnn_tf.diagonal_lstm import DiagonalBiLSTM, DiagonalLSTM, skew, unskew
+from pixelrnn_tf.losses import BitsPerDim, NegativeLogLikelihood, nats_to_bits_per_dim
+from pixelrnn_tf.masked_conv import MaskedConv2D
+from pixelrnn_tf.masks import causal_mask
+from pixelrnn_tf.model import ARCHITECTURES, PixelRNN
+from pixelrnn_tf.multiscale import MultiScalePixelRNN
+from pixelrnn_tf.row_lstm import RowLSTM
 
 # Every model class a work directory or a .keras file may hold (`pixelrnn_tf.workdir`).
 MODEL_CLASSES = (PixelRNN, MultiScalePixelRNN)

@@ -24,8 +24,16 @@ import shutil
 import numpy as np
 import tensorflow as tf
 
-from pixelrnn_tf.workdir import (AVERAGED_KEY, TrainingError, Workdir, build_model, make_checkpoint,
-                                 model_variables, restore_checkpoint, save_keras_model)
+from pixelrnn_tf.workdir import (
+    AVERAGED_KEY,
+    TrainingError,
+    Workdir,
+    build_model,
+    make_checkpoint,
+    model_variables,
+    restore_checkpoint,
+    save_keras_model,
+)
 
 
 def kept_checkpoints(workdir: str) -> list[str]:

@@ -50,7 +50,7 @@ ABOVE_0 = Bound("> 0", lambda v: v > 0)
 FRACTION = Bound("in (0, 1]", lambda v: 0 < v <= 1)
 
 
-def _field(default, help, *, choices=None, bound=None, odd=False,  # noqa: A002 (as argparse)
+def _field(default, help, *, choices=None, bound=None, odd=False,
            auto=False, argument=True, multiscale=False):
     """A config key. choices: its allowed values; bound: its range; odd: odd values only.
     Model keys only: auto: 0 lets the model class choose (passed as None); argument=False:

@@ -17,7 +17,7 @@ into tensors; the reader turns those into model inputs (binarization, dtype, ran
 from __future__ import annotations
 
 import re
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import tensorflow as tf

@@ -29,15 +29,37 @@ import tensorflow as tf
 from pixelrnn_tf import data
 from pixelrnn_tf.checkpoints import Checkpoints
 from pixelrnn_tf.config import ConfigError, TrainConfig, changed_settings, replace_keys
-from pixelrnn_tf.distribution import (Distribution, distributed_dataset, epoch_seed,
-                                      eval_batch_size, make_distribution, use_jit)
+from pixelrnn_tf.distribution import (
+    Distribution,
+    distributed_dataset,
+    epoch_seed,
+    eval_batch_size,
+    make_distribution,
+    use_jit,
+)
 from pixelrnn_tf.losses import nats_to_bits_per_dim
-from pixelrnn_tf.steps import (describe_nll, evaluate_nll, make_eval_step, make_optimizer,
-                               make_train_step, nll_dims, nll_scalars)
+from pixelrnn_tf.steps import (
+    describe_nll,
+    evaluate_nll,
+    make_eval_step,
+    make_optimizer,
+    make_train_step,
+    nll_dims,
+    nll_scalars,
+)
 from pixelrnn_tf.summaries import Summaries, first_images, sample_grids
-from pixelrnn_tf.workdir import (CONFIG_NAME, DataSpec, TrainingError, Workdir, WorkdirConfig,
-                                 build_model, make_checkpoint, resolve_data, restore_checkpoint,
-                                 save_keras_model)
+from pixelrnn_tf.workdir import (
+    CONFIG_NAME,
+    DataSpec,
+    TrainingError,
+    Workdir,
+    WorkdirConfig,
+    build_model,
+    make_checkpoint,
+    resolve_data,
+    restore_checkpoint,
+    save_keras_model,
+)
 
 
 class Preempted(Exception):

@@ -33,8 +33,16 @@ import keras
 import tensorflow as tf
 
 from pixelrnn_tf import MODEL_CLASSES, data
-from pixelrnn_tf.config import (ConfigError, TrainConfig, changed_settings, check_data_shape,
-                                from_dict, incompatible_keys, model_arguments, to_dict)
+from pixelrnn_tf.config import (
+    ConfigError,
+    TrainConfig,
+    changed_settings,
+    check_data_shape,
+    from_dict,
+    incompatible_keys,
+    model_arguments,
+    to_dict,
+)
 from pixelrnn_tf.model import PixelRNN
 from pixelrnn_tf.multiscale import MultiScalePixelRNN
 
@@ -299,7 +307,7 @@ def load_model(source, checkpoint: str = "latest") -> PixelRNN | MultiScalePixel
         raise TrainingError(f"{source}: no such work directory or .keras file")
     try:
         model = keras.saving.load_model(source, safe_mode=True)
-    except Exception as e:  # noqa: BLE001 - Keras raises many types for a bad file
+    except Exception as e:
         text = str(e).strip()
         raise TrainingError(f"{source}: cannot load ("
                             f"{text.splitlines()[0] if text else type(e).__name__})") from None

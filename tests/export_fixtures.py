@@ -11,8 +11,9 @@ import textwrap
 
 import numpy as np
 
-from draws import assert_same_draws
 from pixelrnn_tf import records, sampling
+
+from draws import assert_same_draws
 
 SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
 # Runs first in every subprocess: neither this project nor Keras can be imported there,

@@ -7,13 +7,14 @@ import shutil
 import keras
 import numpy as np
 import pytest
+from test_report import load_report
 
-from pixelrnn_tf.cli import train
-from cli_fixtures import load_script, run_main
 from pixelrnn_tf import averaging, data
+from pixelrnn_tf.cli import train
 from pixelrnn_tf.trainer import evaluate
 from pixelrnn_tf.workdir import Workdir, load_model, model_variables
-from test_report import load_report
+
+from cli_fixtures import load_script, run_main
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,12 @@ import time
 import numpy as np
 import pytest
 
-import data_fixtures as fx
-from data_fixtures import manifest, verify_ok
-
 from data_prep import sources
 from data_prep import write as write_mod
 from data_prep.convert import convert
+
+import data_fixtures as fx
+from data_fixtures import manifest, verify_ok
 
 
 def counts(d):

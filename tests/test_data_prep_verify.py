@@ -11,11 +11,10 @@ import sys
 
 import pytest
 
-import data_fixtures as fx
-from data_fixtures import manifest, verify_ok
-
 from data_prep.convert import convert
 
+import data_fixtures as fx
+from data_fixtures import manifest, verify_ok
 
 # ----------------------------------------------------------------------------- verify
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import data_fixtures as fx
-
 from data_prep.convert import convert
 from pixelrnn_tf import data
+
+import data_fixtures as fx
 
 N = 103  # not a multiple of any batch size used below
 

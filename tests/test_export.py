@@ -11,16 +11,26 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pixelrnn_tf.cli import export as export_cli
-from cli_fixtures import run_main
-from export_fixtures import (ASSERT_NO_PROJECT_LOADED, NO_PROJECT, assert_outputs_match,
-                             assert_saved_outputs_match, call_every_signature,
-                             expected_outputs, random_images, randomize_weights,
-                             run_process, run_saved_model_cli, tf1_session_requests,
-                             write_requests)
-from draws import assert_same_draws
 from pixelrnn_tf import PixelRNN, sampling, serving
+from pixelrnn_tf.cli import export as export_cli
 from pixelrnn_tf.cli import sample as sample_cli
+
+from cli_fixtures import run_main
+from draws import assert_same_draws
+from export_fixtures import (
+    ASSERT_NO_PROJECT_LOADED,
+    NO_PROJECT,
+    assert_outputs_match,
+    assert_saved_outputs_match,
+    call_every_signature,
+    expected_outputs,
+    random_images,
+    randomize_weights,
+    run_process,
+    run_saved_model_cli,
+    tf1_session_requests,
+    write_requests,
+)
 
 SHAPE = (4, 5, 3)
 LEVELS = 7
@@ -191,7 +201,7 @@ def test_log_prob_sums_and_probabilities_normalise(exported, loaded):
 
 def test_sampling_signatures(loaded):
     sample, complete = loaded.signatures["sample"], loaded.signatures["complete"]
-    scalars = lambda seed: dict(seed=tf.constant(seed, tf.int64),  # noqa: E731
+    scalars = lambda seed: dict(seed=tf.constant(seed, tf.int64),
                                 temperature=tf.constant(1.0))
     first = sample(num_samples=tf.constant(2), **scalars(7))["images"].numpy()
     assert first.dtype == np.uint8 and first.shape == (2, *SHAPE) and first.max() < LEVELS

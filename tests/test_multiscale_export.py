@@ -14,17 +14,29 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-from pixelrnn_tf.cli import export as export_cli
-from cli_fixtures import run_main
-from export_fixtures import (ASSERT_NO_PROJECT_LOADED, NO_PROJECT, NUM_SAMPLES, SEED,
-                             TEMPERATURE, assert_outputs_match,
-                             assert_saved_outputs_match, call_every_signature,
-                             expected_outputs, random_images, randomize_weights,
-                             run_process, run_saved_model_cli, tf1_session_requests,
-                             write_requests)
-from draws import assert_same_draws
 from pixelrnn_tf import MultiScalePixelRNN, PixelRNN, sampling, serving
+from pixelrnn_tf.cli import export as export_cli
 from pixelrnn_tf.cli import sample as sample_cli
+
+from cli_fixtures import run_main
+from draws import assert_same_draws
+from export_fixtures import (
+    ASSERT_NO_PROJECT_LOADED,
+    NO_PROJECT,
+    NUM_SAMPLES,
+    SEED,
+    TEMPERATURE,
+    assert_outputs_match,
+    assert_saved_outputs_match,
+    call_every_signature,
+    expected_outputs,
+    random_images,
+    randomize_weights,
+    run_process,
+    run_saved_model_cli,
+    tf1_session_requests,
+    write_requests,
+)
 
 N, S, F = 8, 4, 2
 CHANNELS, LEVELS = 3, 7

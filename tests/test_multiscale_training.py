@@ -17,13 +17,13 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from pixelrnn_tf import MultiScalePixelRNN, serving
+from pixelrnn_tf import config as config_lib
 from pixelrnn_tf.cli import export as export_cli
 from pixelrnn_tf.cli import train
-from pixelrnn_tf import MultiScalePixelRNN, serving
+from pixelrnn_tf.config import ConfigError
 from pixelrnn_tf.trainer import train_and_evaluate
 from pixelrnn_tf.workdir import TrainingError, Workdir, load_model, model_variables
-from pixelrnn_tf import config as config_lib
-from pixelrnn_tf.config import ConfigError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SMALL = 4

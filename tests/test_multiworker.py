@@ -80,7 +80,7 @@ def test_two_workers_end_with_identical_weights(tmp_path, digits):
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
-    for proc, (out, err) in zip(procs, outputs):
+    for proc, (_, err) in zip(procs, outputs):
         assert proc.returncode == 0, err[-3000:]
     results = [json.loads(out.split("RESULT ", 1)[1]) for out, _ in outputs]
     assert [r["replicas"] for r in results] == [2, 2]

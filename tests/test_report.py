@@ -9,9 +9,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from pixelrnn_tf.images import to_display
+
 from cli_fixtures import load_script
 from data_fixtures import read_split
-from pixelrnn_tf.images import to_display
 
 
 def load_report():
@@ -72,8 +73,8 @@ def test_report_rejects_a_directory_that_is_not_a_run(tmp_path, capsys):
 def trained_run(tmp_path_factory):
     """A 1-layer h=4 Row LSTM trained for 6 steps on 8x8 digits (17 levels) by train.py, with
     a best checkpoint; returns (run dir, data dir)."""
-    from pixelrnn_tf.cli import train
     from data_prep.convert import convert
+    from pixelrnn_tf.cli import train
 
     root = tmp_path_factory.mktemp("figures")
     data_dir = str(root / "digits")

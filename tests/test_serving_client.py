@@ -14,8 +14,9 @@ grpc = pytest.importorskip("grpc")
 
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
-from cli_fixtures import load_script  # noqa: E402
 from pixelrnn_tf import PixelRNN, sampling, serving  # noqa: E402
+
+from cli_fixtures import load_script  # noqa: E402
 
 SHAPE, LEVELS = (3, 4, 1), 2
 
@@ -30,7 +31,7 @@ class FakeTFServing(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, export_dir, name):
         self.loaded, self.name = tf.saved_model.load(export_dir), name
 
-    def Predict(self, request, context):  # noqa: N802 (gRPC method name)
+    def Predict(self, request, context):
         if request.model_spec.name != self.name:
             context.abort(grpc.StatusCode.NOT_FOUND, f"no model {request.model_spec.name}")
         signature = request.model_spec.signature_name or "serving_default"

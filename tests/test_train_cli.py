@@ -13,9 +13,10 @@ import pytest
 import tensorflow as tf
 
 from pixelrnn_tf.cli import train
-from cli_fixtures import run_main
-from pixelrnn_tf.workdir import DataSpec, Workdir, load_model
 from pixelrnn_tf.config import PRESETS, TrainConfig, get_preset, to_dict
+from pixelrnn_tf.workdir import DataSpec, Workdir, load_model
+
+from cli_fixtures import run_main
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TIMEOUT = 600

@@ -16,8 +16,13 @@ import os
 import sys
 import time
 
-from pixelrnn_tf.cli import (EXIT_PREEMPTED, ArgumentParser, Failure, run_command,
-                             tensorflow_error_line)
+from pixelrnn_tf.cli import (
+    EXIT_PREEMPTED,
+    ArgumentParser,
+    Failure,
+    run_command,
+    tensorflow_error_line,
+)
 
 PNG_SCALE = 4  # 8x8 digits are tiny: draw every pixel as a 4x4 block
 

@@ -16,8 +16,13 @@ from __future__ import annotations
 import os
 import sys
 
-from pixelrnn_tf.cli import (ArgumentParser, Failure, positive_int, run_command,
-                             unexpected_error_line)
+from pixelrnn_tf.cli import (
+    ArgumentParser,
+    Failure,
+    positive_int,
+    run_command,
+    unexpected_error_line,
+)
 
 PROG = "export.py"
 
@@ -58,7 +63,7 @@ def export(model, export_base, version=None, method="cached", max_batch=None, ex
     if verify:
         rng = np.random.default_rng(0)
         images = rng.integers(0, model.levels, (2, *model.image_shape)).astype(np.uint8)
-        check = lambda tmp: serving.verify_export(tmp, model, images)  # noqa: E731
+        check = lambda tmp: serving.verify_export(tmp, model, images)
     serving.write_saved_model(model, path, method=method,
                               max_batch=max_batch or serving.DEFAULT_MAX_BATCH,
                               examples=examples, verify=check)

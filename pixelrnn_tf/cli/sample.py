@@ -20,8 +20,13 @@ import tempfile
 
 import numpy as np
 
-from pixelrnn_tf.cli import (ArgumentParser, Failure, positive_int, run_command,
-                             unexpected_error_line)
+from pixelrnn_tf.cli import (
+    ArgumentParser,
+    Failure,
+    positive_int,
+    run_command,
+    unexpected_error_line,
+)
 from pixelrnn_tf.images import grid, to_display, to_rgb, write_png
 
 PROG = "pixelrnn-sample"
@@ -135,7 +140,7 @@ def load_images(path, key, image_shape, levels):
             images = archive[key]
     except SampleError:
         raise
-    except Exception as e:  # noqa: BLE001 - zip/npy errors come in many types
+    except Exception as e:
         raise SampleError(f"--complete {path}: not a readable .npz file ({e})") from None
     where = f"--complete {path}[{key}]"
     if not (images.dtype.kind in "iu" or images.dtype == bool):

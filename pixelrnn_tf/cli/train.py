@@ -11,8 +11,14 @@ import argparse
 import os
 import sys
 
-from pixelrnn_tf.cli import (EXIT_PREEMPTED, ArgumentParser, Failure, positive_int,
-                             run_command, tensorflow_error_line)
+from pixelrnn_tf.cli import (
+    EXIT_PREEMPTED,
+    ArgumentParser,
+    Failure,
+    positive_int,
+    run_command,
+    tensorflow_error_line,
+)
 
 PROG = "train.py"
 
