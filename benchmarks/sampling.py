@@ -31,10 +31,10 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
-from pixelrnn_tf import MultiScalePixelRNN, PixelRNN, sampling, serving  # noqa: E402
+from pixelrnn_tf import MultiScalePixelRNN, PixelRNN, sampling, serving
 
 CONFIGS = {
     "mnist": ("28x28x1, 2 levels, 7 layers h=16",
@@ -126,6 +126,18 @@ def naive_seconds(runtime, model, batch, tail, make_runtime):
     return total
 
 
+def stage_runtimes(runtime_class, directory):
+    """model -> a `runtime_class` of it, one per model name, built on first use."""
+    built = {}
+
+    def runtime_of(model):
+        if model.name not in built:
+            built[model.name] = runtime_class(model, os.path.join(directory, model.name))
+        return built[model.name]
+
+    return runtime_of
+
+
 def compare_scales(architecture, batches, repeats, pair="mnist"):
     """Cached sampling time of single- vs multi-scale, interleaved; prints a table."""
     single_name, multi_name = SCALE_PAIRS[pair]
@@ -192,18 +204,12 @@ def main():
         with tempfile.TemporaryDirectory() as directory:
             for runtime_key in args.runtimes.split(","):
                 runtime = runtimes[runtime_key](model, directory)
-                stage_runtimes = {}
-
-                def make_runtime(stage_model, runtime_key=runtime_key):
-                    """One runtime per stage model, built on first use."""
-                    if stage_model.name not in stage_runtimes:
-                        stage_runtimes[stage_model.name] = runtimes[runtime_key](
-                            stage_model, os.path.join(directory, stage_model.name))
-                    return stage_runtimes[stage_model.name]
-
+                make_runtime = stage_runtimes(runtimes[runtime_key], directory)
                 for batch in (int(b) for b in args.batches.split(",")):
                     naive = naive_seconds(runtime, model, batch, tail, make_runtime)
-                    cached = median_seconds(lambda: runtime.cached(batch, 1), args.repeats)
+                    cached = median_seconds(
+                        lambda runtime=runtime, batch=batch: runtime.cached(batch, 1),
+                        args.repeats)
                     print(f"| {label} | {batch} | {runtime.name} | {batch / naive:.3g} | "
                           f"{batch / cached:.3g} | {cached:.2f} | {naive / cached:.0f}x |",
                           flush=True)

@@ -21,11 +21,11 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
-from pixelrnn_tf.cli import ArgumentParser, positive_int  # noqa: E402
-from pixelrnn_tf.diagonal_scan import phase_windows, scan_directions  # noqa: E402
+from pixelrnn_tf.cli import ArgumentParser, positive_int
+from pixelrnn_tf.diagonal_scan import phase_windows, scan_directions
 
 
 def median_ms(function, steps):

@@ -128,7 +128,7 @@ class PixelCNNBlock(keras.layers.Layer):
         self.colour_groups = colour_groups
         self.residual = residual
         self.kernel_size = kernel_size
-        conv = lambda filters, size, name: MaskedConv2D(  # noqa: E731
+        conv = lambda filters, size, name: MaskedConv2D(
             filters, size, mask_type="B", colour_groups=colour_groups, name=name)
         self.reduce = conv(hidden_dim, 1, "reduce")
         self.spatial = conv(hidden_dim, kernel_size, "spatial")

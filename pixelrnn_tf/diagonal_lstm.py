@@ -88,7 +88,7 @@ class DiagonalLSTM(keras.layers.Layer):
     def scan(self, inputs, conditioning=None):
         """[B, H, W, Cin] -> list of D hidden maps [B, H, W, h] (direction 1 unmirrored)."""
         x, input_kernel = self.scan_inputs(inputs, conditioning)
-        cast = lambda v: tf.cast(v, x.dtype)  # noqa: E731
+        cast = lambda v: tf.cast(v, x.dtype)
         return scan_directions(x, input_kernel, cast(self.state_kernel), cast(self.initial_h),
                                cast(self.initial_c), (False, True)[: self.num_directions])
 

@@ -29,8 +29,13 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
-from pixelrnn_tf.lstm_cell import (gate_scales, inside_xla, lstm_step, lstm_step_backward,
-                                   run_loops_compiled)
+from pixelrnn_tf.lstm_cell import (
+    gate_scales,
+    inside_xla,
+    lstm_step,
+    lstm_step_backward,
+    run_loops_compiled,
+)
 
 MAX_PHASES = 6
 
@@ -128,8 +133,8 @@ class _Layout:
         """Per column t, over the window positions [R * B]: row started (t >= row) and
         cell inside the image (0 <= t - row < W)."""
         rows = r0 + tf.range((r1 - r0) * self.batch) // self.batch
-        started = lambda t: tf.cast(rows <= t, self.dtype)  # noqa: E731
-        inside = lambda t: tf.cast((rows <= t) & (rows > t - self.geo.width),  # noqa: E731
+        started = lambda t: tf.cast(rows <= t, self.dtype)
+        inside = lambda t: tf.cast((rows <= t) & (rows > t - self.geo.width),
                                    self.dtype)
         return started, inside
 

@@ -105,11 +105,12 @@ class MaskedConv2D(keras.layers.Conv2D):
         """The output at column j of the current row, [N, filters], given the input there,
         x [N, in] (its channels not drawn yet are ignored by the mask)."""
         y = tf.matmul(x, weights["centre"])
+        if weights["bias"] is not None:
+            # BiasAdd, not +: grappler fuses MatMul + BiasAdd into one kernel
+            y = tf.nn.bias_add(y, weights["bias"])
         if cache:
             window = cache["window"][:, j: j + self.kernel_size[1]]  # [kh // 2 + 1, kw, N, in]
             y = tf.einsum("abni,abio->no", window, weights["earlier"]) + y
-        if weights["bias"] is not None:
-            y = y + weights["bias"]
         return self.activation(y)
 
     def commit_pixel(self, cache, j, x):

@@ -116,7 +116,7 @@ class PixelRNN(keras.Model):
         self.first_kernel = int(first_kernel)
         self.row_kernel = int(row_kernel)
 
-        conv = lambda filters, size, mask, name: MaskedConv2D(  # noqa: E731
+        conv = lambda filters, size, mask, name: MaskedConv2D(
             filters, size, mask_type=mask, colour_groups=channels, name=name)
         self.first_conv = conv(2 * hidden_dim, first_kernel, "A", "first_conv")
         if architecture == "pixelcnn":

@@ -14,8 +14,14 @@ import keras
 import tensorflow as tf
 
 from pixelrnn_tf.cache_buffers import put
-from pixelrnn_tf.lstm_cell import (gate_scales, inside_xla, lstm_step, lstm_step_backward,
-                                   lstm_update, run_loops_compiled)
+from pixelrnn_tf.lstm_cell import (
+    gate_scales,
+    inside_xla,
+    lstm_step,
+    lstm_step_backward,
+    lstm_update,
+    run_loops_compiled,
+)
 from pixelrnn_tf.masked_conv import MaskedConv2D
 
 
@@ -192,7 +198,7 @@ class RowLSTM(keras.layers.Layer):
         gates_in = self.input_to_state(inputs)  # [B, H, W, 4h]
         if conditioning is not None:
             gates_in = gates_in + conditioning
-        cast = lambda v: tf.cast(v, gates_in.dtype)  # noqa: E731
+        cast = lambda v: tf.cast(v, gates_in.dtype)
         hidden = row_lstm_scan(gates_in, cast(self.state_kernel), cast(self.initial_h),
                                cast(self.initial_c))
         return tf.ensure_shape(hidden, (None,) + tuple(inputs.shape[1:3]) + (self.units,))

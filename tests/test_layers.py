@@ -1,13 +1,21 @@
 """Layers against independent numpy references written in pixel coordinates, and their
 serialization."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import keras
 
-from pixelrnn_tf import (DiagonalBiLSTM, DiagonalLSTM, MaskedConv2D, PixelCNNBlock,
-                         RecurrentBlock, RowLSTM, skew, unskew)
+from pixelrnn_tf import (
+    DiagonalBiLSTM,
+    DiagonalLSTM,
+    MaskedConv2D,
+    PixelCNNBlock,
+    RecurrentBlock,
+    RowLSTM,
+    skew,
+    unskew,
+)
 from pixelrnn_tf.lstm_cell import lstm_update, sweep_right_to_left
 
 

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from draws import assert_argmax_up_to_ties, assert_same_draws
 from pixelrnn_tf import ARCHITECTURES, sampling
 from pixelrnn_tf.multiscale import MultiScalePixelRNN
+
+from draws import assert_argmax_up_to_ties, assert_same_draws
 
 N, S, F = 8, 4, 2  # full side, small side, factor
 LEVELS = 5

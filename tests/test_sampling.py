@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from draws import assert_argmax_up_to_ties, assert_same_draws
 from pixelrnn_tf import ARCHITECTURES, PixelRNN, sampling
+
+from draws import assert_argmax_up_to_ties, assert_same_draws
 
 # (channels, levels): binary grey images, and RGB with several levels per channel.
 SETTINGS = {"grey_binary": (1, 2), "rgb_5": (3, 5)}

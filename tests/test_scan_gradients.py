@@ -76,14 +76,14 @@ def diagonal_scan(gates_in, state_kernel, initial_h, initial_c):
     """D diagonal LSTMs scanned left to right on precomputed gates [D, B, H, W, 4h] (an
     identity input kernel): -> [D, B, H, W, h]."""
     num_dirs, four_h = gates_in.shape[0], gates_in.shape[-1]
-    cast = lambda v: tf.cast(v, gates_in.dtype)  # noqa: E731
+    cast = lambda v: tf.cast(v, gates_in.dtype)
     identity = tf.eye(four_h, batch_shape=[num_dirs], dtype=gates_in.dtype)
     return diagonal_lstm_scan(gates_in, identity, cast(state_kernel), cast(initial_h),
                               cast(initial_c), (False,) * num_dirs)
 
 
 def random_arguments(rng, num_src, num_dirs, batch, height, width, channels, units):
-    normal = lambda *shape: tf.constant(rng.normal(scale=0.5, size=shape), tf.float32)  # noqa: E731
+    normal = lambda *shape: tf.constant(rng.normal(scale=0.5, size=shape), tf.float32)
     return (normal(num_src, batch, height, width, channels), normal(num_dirs, channels, 4 * units),
             normal(num_dirs, 2 * units, 4 * units), normal(num_dirs, units),
             normal(num_dirs, units))
@@ -119,7 +119,7 @@ def test_values_and_gradients_match_autodiff_of_reference(case, rng):
     args = random_arguments(rng, num_src, len(mirrored), batch, height, width, channels, units)
     weights = tf.constant(rng.normal(size=(len(mirrored), batch, height, width, units)),
                           tf.float32)
-    fast = lambda *a: diagonal_lstm_scan(*a, mirrored, max_phases=max_phases)  # noqa: E731
+    fast = lambda *a: diagonal_lstm_scan(*a, mirrored, max_phases=max_phases)
     ref_out, ref_grads = values_and_gradients(lambda *a: reference_scan(*a, mirrored), args,
                                               weights)
     names = ["inputs", "input_kernel", "state_kernel", "initial_h", "initial_c"]
@@ -133,7 +133,7 @@ def test_values_and_gradients_match_autodiff_of_reference(case, rng):
 @pytest.mark.parametrize("batch", [1, 3])
 def test_row_lstm_values_and_gradients_match_autodiff_of_reference(batch, rng):
     """batch 3: two unequal halves run as two compiled loops; batch 1: one loop."""
-    normal = lambda *shape: tf.constant(rng.normal(scale=0.5, size=shape), tf.float32)  # noqa: E731
+    normal = lambda *shape: tf.constant(rng.normal(scale=0.5, size=shape), tf.float32)
     args = (normal(batch, 4, 5, 8), normal(3, 2, 8), normal(2), normal(2))
     weights = normal(batch, 4, 5, 2)
     ref_out, ref_grads = values_and_gradients(reference_row_scan, args, weights)
