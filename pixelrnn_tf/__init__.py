@@ -8,7 +8,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from pixelrnn_tf.blocks import PixelCNNBlock, RecurrentBlock
-from pixelrnn_tf.diagonal_lstm import DiagonalBiLSTM, DiagonalLSTM, skew, unskew
+from pixelrnn_tf.diagonal_lstm import DiagonalBiLSTM, DiagonalLSTM
 from pixelrnn_tf.losses import BitsPerDim, NegativeLogLikelihood, nats_to_bits_per_dim
 from pixelrnn_tf.masked_conv import MaskedConv2D
 from pixelrnn_tf.masks import causal_mask
@@ -23,6 +23,6 @@ __all__ = [
     "ARCHITECTURES", "BitsPerDim", "DiagonalBiLSTM", "DiagonalLSTM", "MODEL_CLASSES",
     "MaskedConv2D", "MultiScalePixelRNN", "NegativeLogLikelihood", "PixelCNNBlock", "PixelRNN",
     "RecurrentBlock", "RowLSTM",
-    "causal_mask", "nats_to_bits_per_dim", "skew", "unskew",
+    "causal_mask", "nats_to_bits_per_dim",
 ]
 __version__ = "0.1.0"

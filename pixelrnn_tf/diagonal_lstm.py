@@ -206,26 +206,3 @@ class DiagonalBiLSTM(DiagonalLSTM):
         config = super().get_config()
         config.pop("num_directions")
         return config
-
-
-# Not used by the library: exported by the package (`pixelrnn_tf.skew`, `pixelrnn_tf.unskew`)
-# to show the skewed layout `diagonal_scan` works in without building it.
-
-def skew(x):
-    """[N, H, W, C] -> [N, H, W + H - 1, C]: row r shifted right by r, zeros elsewhere."""
-    _, height, width, channels = x.shape
-    n = tf.shape(x)[0]
-    x = tf.pad(x, [[0, 0], [0, 0], [0, height], [0, 0]])  # rows of length W + H
-    x = tf.reshape(x, tf.stack([n, height * (width + height), channels]))
-    x = x[:, : height * (width + height - 1)]
-    return tf.reshape(x, tf.stack([n, height, width + height - 1, channels]))
-
-
-def unskew(x, width):
-    """Inverse of `skew`: [N, H, W + H - 1, C] -> [N, H, W, C]."""
-    _, height, skewed_width, channels = x.shape
-    n = tf.shape(x)[0]
-    x = tf.reshape(x, tf.stack([n, height * skewed_width, channels]))
-    x = tf.pad(x, [[0, 0], [0, height], [0, 0]])  # rows of length W + H
-    x = tf.reshape(x, tf.stack([n, height, skewed_width + 1, channels]))
-    return x[:, :, :width]

@@ -67,32 +67,26 @@ def _check(model, got, want, key, temperature, where, conditioning_for=None):
 def assert_same_draws(model, got, want, seed, temperature=1.0, where="draws",
                       conditioning=None):
     """Asserts that `got` and `want` (int [N, H, W, C], the same seed and temperature) are the
-    same draw up to a rounding tie (module docstring). `model`: a `PixelRNN` (with the
-    per-block `conditioning` [N, H, W, D] maps it was sampled with, if any) or a
-    `MultiScalePixelRNN` (stage 1 on the grid, noise stream 0; then stage 2, stream 1)."""
+    same draw up to a rounding tie (module docstring), stage by stage of the model's
+    `sampling_stages()` (stage k draws with noise stream k; a Multi-Scale PixelRNN's stage 2
+    is compared only once its stage 1 agrees). `conditioning`: the per-block [N, H, W, D]
+    maps a one-stage model was sampled with, if any."""
     got, want = np.asarray(got), np.asarray(want)
     assert got.shape == want.shape, (got.shape, want.shape)
     if np.array_equal(got, want):
         return
     seed = tf.constant(seed, tf.int64)
-    if not hasattr(model, "small"):
-        _check(model, got, want, sampling.seed_pair(seed), temperature, where,
-               None if conditioning is None else
-               lambda n: [c[n:n + 1] for c in conditioning])
+    for stream, stage in enumerate(model.sampling_stages()):
+        got_stage, want_stage = (np.asarray(stage.select(x)) for x in (got, want))
+        if np.array_equal(got_stage, want_stage):
+            continue
+        maps = conditioning
+        if maps is None:
+            maps = stage.conditioning(tf.constant(want, tf.int32))
+        _check(stage.model, got_stage, want_stage, sampling.seed_pair(seed, stream),
+               temperature, f"{where} (stage {stream + 1})",
+               None if maps is None else lambda n, maps=maps: [m[n:n + 1] for m in maps])
         return
-    f = model.factor
-    small_got, small_want = got[:, ::f, ::f], want[:, ::f, ::f]
-    if not np.array_equal(small_got, small_want):
-        _check(model.small, small_got, small_want, sampling.seed_pair(seed, 0), temperature,
-               f"{where} (stage 1)")
-        return
-
-    def conditioning_for(n):
-        small = model.small.scale_inputs(tf.constant(small_want[n:n + 1], tf.int32))
-        return model.conditioning(small)
-
-    _check(model.full, got, want, sampling.seed_pair(seed, 1), temperature,
-           f"{where} (stage 2)", conditioning_for)
 
 
 def assert_argmax_up_to_ties(images, logits):

@@ -13,8 +13,6 @@ from pixelrnn_tf import (
     PixelCNNBlock,
     RecurrentBlock,
     RowLSTM,
-    skew,
-    unskew,
 )
 from pixelrnn_tf.lstm_cell import lstm_update, sweep_right_to_left
 
@@ -76,18 +74,6 @@ def test_lstm_update_content_gate_is_tanh(rng):
     h_ref, c_ref = lstm_reference(z, c)
     np.testing.assert_allclose(c_new, c_ref, rtol=1e-6)
     np.testing.assert_allclose(h_new, h_ref, rtol=1e-6)
-
-
-@pytest.mark.parametrize("shape", [(2, 1, 1, 3), (1, 4, 4, 2), (3, 5, 7, 1), (2, 7, 3, 4)])
-def test_skew_and_unskew_against_numpy(shape, rng):
-    x = rng.normal(size=shape).astype(np.float32)
-    n, height, width, c = shape
-    expected = np.zeros((n, height, width + height - 1, c), np.float32)
-    for r in range(height):
-        expected[:, r, r:r + width] = x[:, r]
-    skewed = skew(tf.constant(x)).numpy()
-    np.testing.assert_array_equal(skewed, expected)
-    np.testing.assert_array_equal(unskew(tf.constant(skewed), width).numpy(), x)
 
 
 def test_row_lstm_against_reference(rng):
