@@ -413,5 +413,10 @@ def test_sample_cli(exported, tmp_path, capsys):
     code, _, err = run_main(sample_cli.main, ["--saved-model", tmp_path, "--out",
                                               tmp_path / "x.png"], capsys)
     assert code == 1 and "saved_model.pb" in err
+    (tmp_path / "garbage.keras").write_text("not a model")
+    code, _, err = run_main(sample_cli.main, ["--keras-model", tmp_path / "garbage.keras",
+                                              "--out", tmp_path / "x.png"], capsys)
+    assert code == 1 and "error: --keras-model " in err and "cannot load" in err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "x.png").exists()
     leftovers = [p for p in os.listdir(tmp_path) if p.startswith(".")]
     assert not leftovers, leftovers

@@ -23,6 +23,7 @@ import numpy as np
 from pixelrnn_tf.cli import (
     ArgumentParser,
     Failure,
+    first_line,
     positive_int,
     run_command,
     unexpected_error_line,
@@ -260,7 +261,7 @@ def build_parser():
 
 
 def make_sampler(args):
-    from pixelrnn_tf.workdir import load_model
+    from pixelrnn_tf.workdir import TrainingError, load_model
 
     if args.saved_model:
         return SavedModelSampler(args.saved_model, args.levels)
@@ -268,8 +269,13 @@ def make_sampler(args):
         raise SampleError(f"--workdir {args.workdir}: no such directory")
     if args.keras_model is not None and not os.path.isfile(args.keras_model):
         raise SampleError(f"--keras-model {args.keras_model}: no such file")
-    return ModelSampler(load_model(args.workdir or args.keras_model, args.checkpoint),
-                        args.method)
+    try:
+        model = load_model(args.workdir or args.keras_model, args.checkpoint)
+    except (TrainingError, OSError, ValueError) as e:
+        # A .keras file's errors start with its path: name the flag, as for a missing file.
+        prefix = "" if args.workdir is not None else "--keras-model "
+        raise SampleError(f"{prefix}{first_line(e)}") from None
+    return ModelSampler(model, args.method)
 
 
 def run(args):
