@@ -311,7 +311,6 @@ def run(args):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     def command():
         print(run(args))
