@@ -253,7 +253,7 @@ def prepare_figures(run_dir, split, num_images, data_dir=None):
         raise ReportError(f"{run_dir}: cannot load the model ({err})") from None
     spec = dataclasses.replace(spec, data_dir=data_dir or spec.data_dir)
     try:
-        originals = first_images(spec, config, split, num_images)
+        originals, _ = first_images(spec, config, split, num_images)
     except (data.DataError, TrainingError) as err:
         hint = "" if data_dir else "; pass --data DIR if the data moved"
         raise ReportError(f"{run_dir}: cannot read the {split!r} images for the completion "

@@ -38,8 +38,8 @@ class RecurrentBlock(keras.layers.Layer):
       row_kernel: width k of the Row LSTM's 1 x k input-to-state convolution.
       **kwargs: `keras.layers.Layer` arguments.
 
-    Call: inputs [B, H, W, 2h]; optional `conditioning` [B, H, W, 4h] (added to the LSTM's
-      input-to-state map). Returns [B, H, W, 2h].
+    Call: inputs [B, H, W, 2h]; optional `conditioning` [B, H, W, 4h], or [B, 1, 1, 4h] for
+      every position (added to the LSTM's input-to-state map). Returns [B, H, W, 2h].
 
     Cached sampling: the LSTM's own steps, then the output convolution and the residual.
     """
@@ -60,6 +60,11 @@ class RecurrentBlock(keras.layers.Layer):
             self.rnn = DiagonalBiLSTM(hidden_dim, colour_groups, name="rnn")
         self.output_conv = MaskedConv2D(2 * hidden_dim, 1, mask_type="B",
                                         colour_groups=colour_groups, name="output_conv")
+
+    @property
+    def conditioning_dim(self):
+        """Width of the additive conditioning map: the LSTM's 4h gate pre-activations."""
+        return 4 * self.hidden_dim
 
     def build(self, input_shape):
         self.rnn.build(input_shape)
@@ -115,8 +120,8 @@ class PixelCNNBlock(keras.layers.Layer):
       hidden_dim: h; colour_groups: C; residual: add the input; kernel_size: the middle
       convolution (odd, paper: 3); **kwargs: `keras.layers.Layer` arguments.
 
-    Call: inputs [B, H, W, 2h]; optional `conditioning` [B, H, W, h] added to the middle
-      convolution's pre-activation. Returns [B, H, W, 2h].
+    Call: inputs [B, H, W, 2h]; optional `conditioning` [B, H, W, h] (or [B, 1, 1, h]) added
+      to the middle convolution's pre-activation. Returns [B, H, W, 2h].
 
     Cached sampling (module docstring): the middle convolution keeps a buffer of its input's
     earlier rows; nothing is swept.
@@ -133,6 +138,11 @@ class PixelCNNBlock(keras.layers.Layer):
         self.reduce = conv(hidden_dim, 1, "reduce")
         self.spatial = conv(hidden_dim, kernel_size, "spatial")
         self.expand = conv(2 * hidden_dim, 1, "expand")
+
+    @property
+    def conditioning_dim(self):
+        """Width of the additive conditioning map: the middle convolution's h outputs."""
+        return self.hidden_dim
 
     def build(self, input_shape):
         hidden_shape = tuple(input_shape[:-1]) + (self.hidden_dim,)

@@ -48,6 +48,8 @@ AT_LEAST_1 = Bound(">= 1", lambda v: v >= 1)
 AT_LEAST_0 = Bound(">= 0", lambda v: v >= 0)
 ABOVE_0 = Bound("> 0", lambda v: v > 0)
 FRACTION = Bound("in (0, 1]", lambda v: 0 < v <= 1)
+AUTO_CLASSES = -1  # num_classes=auto: K from the data's manifest (`workdir.resolve_num_classes`)
+CLASSES = Bound(">= 0 or auto", lambda v: v >= AUTO_CLASSES)
 
 
 def _field(default, help, *, choices=None, bound=None, odd=False,
@@ -95,6 +97,9 @@ class ModelConfig:
     conditioning_dim: int = _field(0, "Multi-Scale: feature maps c of the upsampled small "
                                       "image (0: hidden_dim)", bound=AT_LEAST_0, auto=True,
                                    multiscale=True)
+    num_classes: int = _field(0, "class-conditional p(x | y) over K labels (0: "
+                                 "unconditional; auto: K from the data's manifest, which must "
+                                 "have labels)", bound=CLASSES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -296,6 +301,8 @@ def parse_value(key: str, text: str):
         if text.lower() in _FALSE:
             return False
         raise ConfigError(f"{key}={text!r}: expected true or false")
+    if key == "num_classes" and text.lower() == "auto":
+        return AUTO_CLASSES
     if kind is int:
         try:
             return int(text.replace("_", ""), 10)

@@ -18,6 +18,7 @@ import dataclasses
 import json
 import posixpath
 
+import numpy as np
 import tensorflow as tf
 
 from pixelrnn_tf import records
@@ -356,6 +357,23 @@ def make_dataset(
     ds = batches.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=ordered)
     ds = ds.prefetch(tf.data.AUTOTUNE)
     return ds.with_options(options)
+
+
+def label_counts(data_dir: str, split: str, num_classes: int) -> np.ndarray:
+    """How many examples of the split carry each label: int64 [num_classes] (one pass over
+    the labels; DataError for a dataset without labels or a label >= num_classes)."""
+    manifest = read_manifest(data_dir)
+    if not manifest.has_labels:
+        raise DataError(f"{data_dir}: the dataset has no labels")
+    counts = np.zeros(num_classes, np.int64)
+    dataset = make_dataset(data_dir, split, 4096, False, return_labels=True,
+                           check_values=False).map(lambda images, labels: labels)
+    for labels in dataset.as_numpy_iterator():
+        if labels.size and labels.max() >= num_classes:
+            raise DataError(f"{data_dir}: split {split!r} has label {labels.max()}, outside "
+                            f"[0, {num_classes})")
+        counts += np.bincount(labels, minlength=num_classes)
+    return counts
 
 
 def _check_request(manifest, info, batch_size, expected_shape, expected_levels, binarize,

@@ -42,7 +42,7 @@ class DiagonalLSTM(keras.layers.Layer):
       num_directions: 1 (left to right) or 2 (both, each with its own weights).
       **kwargs: `keras.layers.Layer` arguments.
 
-    Call: inputs [B, H, W, Cin]; optional `conditioning` [B, H, W, 4h] added to every
+    Call: inputs [B, H, W, Cin]; optional `conditioning` [B, H, W, 4h] (or [B, 1, 1, 4h]) added to every
       direction's input-to-state map. Returns [D, B, H, W, h] if num_directions == 2, else
       [B, H, W, h].
     """
@@ -81,7 +81,8 @@ class DiagonalLSTM(keras.layers.Layer):
             parts.append(tf.ones_like(inputs[..., :1]))
             kernels.append(tf.reshape(tf.cast(conv.bias, dtype), (d, 1, four_h)))
         if conditioning is not None:
-            parts.append(tf.cast(conditioning, dtype))
+            shape = tf.concat([tf.shape(inputs)[:-1], [four_h]], 0)  # [B, 1, 1, 4h] spreads
+            parts.append(tf.broadcast_to(tf.cast(conditioning, dtype), shape))
             kernels.append(tf.eye(four_h, batch_shape=[d], dtype=dtype))
         return tf.concat(parts, -1)[None], tf.concat(kernels, 1)
 

@@ -111,7 +111,10 @@ def epoch_seed(seed: int, epoch: int) -> int:
 def distributed_dataset(distribution, spec, config, split, training, global_batch, seed,
                         skip_steps=0, max_steps=0):
     """The split as a distributed dataset of per-replica int32 image batches
-    [global_batch / replicas, H, W, C]; `skip_steps` / `max_steps` count global batches."""
+    [global_batch / replicas, H, W, C], with int32 labels [global_batch / replicas] for a
+    class-conditional model (num_classes > 0); `skip_steps` / `max_steps` count global
+    batches."""
+    labels = config.model.num_classes > 0
     strategy = distribution.strategy
 
     def dataset_fn(context):
@@ -120,7 +123,10 @@ def distributed_dataset(distribution, spec, config, split, training, global_batc
             spec.data_dir, split, context.get_per_replica_batch_size(global_batch), training,
             expected_shape=spec.image_shape, expected_levels=spec.levels, seed=seed,
             deterministic=True, shuffle_buffer=config.runtime.shuffle_buffer,
-            input_context=context, binarize=config.model.binarize, dtype=tf.int32)
+            input_context=context, binarize=config.model.binarize, dtype=tf.int32,
+            return_labels=labels)
+        if labels:
+            ds = ds.map(lambda images, labels: (images, tf.cast(labels, tf.int32)))
         if skip_steps:
             ds = ds.skip(skip_steps * local_replicas)
         if max_steps:

@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from pixelrnn_tf import losses
 from pixelrnn_tf.blocks import PixelCNNBlock, RecurrentBlock
+from pixelrnn_tf.class_conditional import label_counts_to_log_prior, validate_labels
 from pixelrnn_tf.lstm_cell import sweep_right_to_left
 from pixelrnn_tf.masked_conv import MaskedConv2D
 from pixelrnn_tf.sampling_stages import SamplingStage
@@ -72,9 +73,14 @@ class PixelRNN(keras.Model):
       skip: learnable 1x1 skip connections from every block to the output.
       first_kernel: size of the first mask-A convolution (paper: 7).
       row_kernel: width k of the Row LSTM's input-to-state 1 x k convolution (paper: 3).
+      num_classes: K > 0 for a class-conditional model p(x | y), y in [0, K): a learned
+        embedding of the label is added to every block's pre-activations
+        (`class_conditional`); 0 (default): unconditional.
       **kwargs: `keras.Model` arguments (name, ...).
 
-    Call: images [B, H, W, C] integer in [0, levels) -> logits [B, H, W, C, levels].
+    Call: images [B, H, W, C] integer in [0, levels) (and, for a conditional model, labels
+      int [B]: `model(images, labels)` or `model({"images": ..., "labels": ...})`) -> logits
+      [B, H, W, C, levels].
 
     Cached sampling (keras-hub's `call_with_cache` pattern): `step_weights`, `initial_cache`,
     `start_row`, `call_pixel`, `commit_pixel` and `end_row` compute the logits one pixel at a
@@ -84,7 +90,7 @@ class PixelRNN(keras.Model):
 
     def __init__(self, architecture="diagonal_bilstm", image_shape=(28, 28, 1), levels=256,
                  num_layers=7, hidden_dim=16, output_dim=None, residual=True, skip=True,
-                 first_kernel=7, row_kernel=3, **kwargs):
+                 first_kernel=7, row_kernel=3, num_classes=0, **kwargs):
         super().__init__(**kwargs)
         if architecture not in ARCHITECTURES:
             raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
@@ -102,6 +108,8 @@ class PixelRNN(keras.Model):
                              f"({channels}) so every colour group has features")
         if output_dim is None:
             output_dim = 32 if levels <= 16 else min(1024, 16 * levels)
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0 (0: unconditional), got {num_classes}")
         if output_dim < channels:
             raise ValueError(f"output_dim ({output_dim}) must be >= the channel count "
                              f"({channels}) so every channel's logits have features")
@@ -115,6 +123,7 @@ class PixelRNN(keras.Model):
         self.skip = bool(skip)
         self.first_kernel = int(first_kernel)
         self.row_kernel = int(row_kernel)
+        self.num_classes = int(num_classes)
 
         conv = lambda filters, size, mask, name: MaskedConv2D(
             filters, size, mask_type=mask, colour_groups=channels, name=name)
@@ -130,12 +139,20 @@ class PixelRNN(keras.Model):
                            if skip else [])
         self.output_hidden = conv(output_dim, 1, "B", "output_hidden")
         self.output_logits = conv(channels * levels, 1, "B", "output_logits")
+        if self.num_classes:
+            self.label_embedding = keras.layers.Embedding(
+                self.num_classes, sum(self.conditioning_dims), name="label_embedding")
         self.build()  # weights exist from construction: checkpoints and saving need them
 
     @property
     def num_dims(self):
         """Sub-pixels per image, H * W * C."""
         return int(np.prod(self.image_shape))
+
+    @property
+    def conditioning_dims(self):
+        """Width of each block's additive conditioning map (4h recurrent, h PixelCNN)."""
+        return [block.conditioning_dim for block in self.body]
 
     def build(self, input_shape=None):
         if self.built:
@@ -147,7 +164,31 @@ class PixelRNN(keras.Model):
             layer.build(features)
         self.output_hidden.build(features)
         self.output_logits.build((None, height, width, self.output_dim))
+        if self.num_classes:
+            self.label_embedding.build((None,))
+            # p(y), the training label frequencies (`set_label_prior`); uniform until set.
+            self.label_log_prior = self.add_weight(
+                name="label_log_prior", shape=(self.num_classes,), trainable=False,
+                initializer=keras.initializers.Constant(-np.log(self.num_classes)))
         self.built = True
+
+    def set_label_prior(self, counts):
+        """Stores p(y) from the training label counts [K] (`class_conditional`)."""
+        prior = label_counts_to_log_prior(counts)
+        if prior.shape != (self.num_classes,):
+            raise ValueError(f"{prior.shape[0]} label counts for a model of "
+                             f"{self.num_classes} classes")
+        self.label_log_prior.assign(prior)
+
+    def block_conditioning(self, labels=None, conditioning=None):
+        """Every block's additive conditioning: checked labels int32 [B] (or None) and/or
+        per-block maps [B, H, W, X] (a Multi-Scale stage 2's) -> list of maps, the label's
+        [B, 1, 1, X] broadcasting over the positions, or None when there is neither."""
+        if labels is None:
+            return conditioning
+        vectors = tf.split(self.label_embedding(labels), self.conditioning_dims, axis=-1)
+        maps = [v[:, None, None, :] for v in vectors]
+        return maps if conditioning is None else [m + c for m, c in zip(maps, conditioning)]
 
     def scale_inputs(self, images):
         """Integer images [B, H, W, C] -> floats in [-1, 1] (the paper only scales and centres)."""
@@ -174,30 +215,45 @@ class PixelRNN(keras.Model):
         logits = self.output_logits(tf.nn.relu(self.output_hidden(tf.nn.relu(features))))
         return tf.reshape(logits, (-1, height, width, channels, self.levels))
 
-    def call(self, images, conditioning=None):
+    def validate(self, images, labels=None):
+        """Checked (int32 images [B, H, W, C], int32 labels [B] or None); see
+        `validate_images` and `class_conditional.validate_labels`."""
+        if isinstance(images, dict):
+            if labels is not None or set(images) - {"images", "labels"}:
+                raise ValueError("pass {'images': ..., 'labels': ...} alone")
+            images, labels = images["images"], images.get("labels")
         images = validate_images(images, self.image_shape, self.levels)
-        return self.head(self.features(self.scale_inputs(images), conditioning))
+        return images, validate_labels(labels, self.num_classes, images)
 
-    def pixel_log_prob(self, images):
-        """[B, H, W, C] integer -> [B, H, W, C] nats: log p of each sub-pixel given the past."""
-        images = validate_images(images, self.image_shape, self.levels)
-        return losses.pixel_log_prob(self.head(self.features(self.scale_inputs(images))), images)
+    def call(self, images, labels=None, conditioning=None):
+        images, labels = self.validate(images, labels)
+        return self.head(self.features(self.scale_inputs(images),
+                                       self.block_conditioning(labels, conditioning)))
 
-    def log_prob(self, images):
-        """[B, H, W, C] integer -> [B] exact log-likelihood in nats."""
-        return tf.reduce_sum(self.pixel_log_prob(images), axis=[1, 2, 3])
+    def pixel_log_prob(self, images, labels=None):
+        """[B, H, W, C] integer (labels [B] for a conditional model) -> [B, H, W, C] nats:
+        log p of each sub-pixel given the past (and the label)."""
+        images, labels = self.validate(images, labels)
+        return losses.pixel_log_prob(self.head(self.features(
+            self.scale_inputs(images), self.block_conditioning(labels))), images)
 
-    def bits_per_dim(self, images):
+    def log_prob(self, images, labels=None):
+        """[B, H, W, C] integer -> [B] exact log-likelihood in nats: log p(x), or log p(x | y)
+        for a conditional model (`class_conditional.marginal_log_prob` gives its log p(x))."""
+        return tf.reduce_sum(self.pixel_log_prob(images, labels), axis=[1, 2, 3])
+
+    def bits_per_dim(self, images, labels=None):
         """[B, H, W, C] integer -> [B] negative log-likelihood in bits per sub-pixel."""
-        return losses.nats_to_bits_per_dim(-self.log_prob(images), self.num_dims)
+        return losses.nats_to_bits_per_dim(-self.log_prob(images, labels), self.num_dims)
 
     # The interface a `MultiScalePixelRNN` answers too, so that training, evaluation and
     # serving never ask which model they hold.
 
-    def log_prob_terms(self, images):
-        """[B, H, W, C] integer -> {"total": log p(x) [B]} nats (a Multi-Scale model adds the
-        terms of its stages, which sum to the total)."""
-        return {"total": self.log_prob(images)}
+    def log_prob_terms(self, images, labels=None):
+        """[B, H, W, C] integer (labels [B] for a conditional model) -> {"total": log p(x)
+        [B]} nats, log p(x | y) for a conditional model (a Multi-Scale model adds the terms
+        of its stages, which sum to the total)."""
+        return {"total": self.log_prob(images, labels)}
 
     @property
     def term_dims(self):
@@ -206,8 +262,11 @@ class PixelRNN(keras.Model):
 
     def describe(self):
         """What the SavedModel's JSON description says of the model (`serving`)."""
-        return {"architecture": self.architecture, "num_layers": self.num_layers,
-                "hidden_dim": self.hidden_dim}
+        described = {"architecture": self.architecture, "num_layers": self.num_layers,
+                     "hidden_dim": self.hidden_dim}
+        if self.num_classes:
+            described["num_classes"] = self.num_classes
+        return described
 
     def sampling_stages(self):
         """How the samplers draw an image of this model: one stage, the model itself."""
@@ -221,7 +280,8 @@ class PixelRNN(keras.Model):
     def step_weights(self, conditioning=None):
         """What the steps read that no pixel changes, computed once before the loops: every
         layer's `step_weights`, and the conditioning maps (one per block, as for `features`)
-        laid out [H, W, N, X], so that a position is one gather."""
+        laid out [H, W, N, X] ([1, 1, N, X] for a label's, which every position reads), so
+        that a position is one gather (`_at_row`, `_at_pixel`)."""
         dtype = self.compute_dtype
         if conditioning is not None:
             conditioning = [tf.transpose(tf.cast(m, dtype), (1, 2, 0, 3)) for m in conditioning]
@@ -260,7 +320,7 @@ class PixelRNN(keras.Model):
         updates, skips = [], []
         for k, block in enumerate(self.body):
             x, update = block.call_pixel(weights["blocks"][k], cache["blocks"][k], rows[k], j,
-                                         x, None if conditioning is None else conditioning[k][i, j])
+                                         x, _at_pixel(conditioning, k, i, j))
             updates.append(update)
             if self.skip:
                 skips.append(self.skip_convs[k].call_pixel(weights["skips"][k], {}, j, x))
@@ -280,7 +340,7 @@ class PixelRNN(keras.Model):
         """After row i: the passes blocks make over the finished row (the Diagonal BiLSTM's
         right-to-left direction), all blocks' in one loop."""
         conditioning = weights["conditioning"]
-        sweeps = [block.row_sweep(w, c, None if conditioning is None else conditioning[k][i])
+        sweeps = [block.row_sweep(w, c, _at_row(conditioning, k, i))
                   for k, (block, w, c) in enumerate(zip(self.body, weights["blocks"],
                                                         cache["blocks"]))]
         if all(sweep is None for sweep in sweeps):
@@ -294,16 +354,28 @@ class PixelRNN(keras.Model):
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
         """Like `keras.Model.compile`; the loss defaults to the mean NLL (nats per image) and
         bits/dim is tracked. The target is always the input images: datasets yield images
-        alone, and labels, if a dataset yields (images, labels), are ignored."""
+        alone, or (images, labels), whose labels a conditional model is conditioned on and
+        an unconditional one ignores."""
         super().compile(optimizer=optimizer,
                         loss=loss or losses.NegativeLogLikelihood(),
                         metrics=metrics if metrics is not None else [losses.BitsPerDim()],
                         **kwargs)
 
+    def train_step(self, data):
+        return super().train_step(fit_inputs(self, data))
+
+    def test_step(self, data):
+        return super().test_step(fit_inputs(self, data))
+
+    def predict_step(self, data):
+        return super().predict_step(fit_inputs(self, data))
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        x = fit_target(x)
         return super().compute_loss(x, x, y_pred, sample_weight, training=training)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        x = fit_target(x)
         return super().compute_metrics(x, x, y_pred, sample_weight)
 
     def get_config(self):
@@ -313,4 +385,38 @@ class PixelRNN(keras.Model):
                       hidden_dim=self.hidden_dim, output_dim=self.output_dim,
                       residual=self.residual, skip=self.skip,
                       first_kernel=self.first_kernel, row_kernel=self.row_kernel)
+        if self.num_classes:
+            config["num_classes"] = self.num_classes
         return config
+
+
+def _at_pixel(conditioning, k, i, j):
+    """Block k's conditioning at pixel (i, j) from `step_weights`' layout: [N, X] or None."""
+    if conditioning is None:
+        return None
+    m = conditioning[k]
+    return m[i if m.shape[0] != 1 else 0, j if m.shape[1] != 1 else 0]
+
+
+def _at_row(conditioning, k, i):
+    """Block k's conditioning along row i: [W, N, X] or [1, N, X] (broadcasts), or None."""
+    if conditioning is None:
+        return None
+    m = conditioning[k]
+    return m[i if m.shape[0] != 1 else 0]
+
+
+def fit_inputs(model, data):
+    """`fit` / `evaluate` / `predict` data of a conditional model: (images, labels[, ...])
+    -> ({"images", "labels"},), so that Keras calls `model({"images", "labels"})`; an
+    unconditional model's data as it is (its labels, if any, ignored)."""
+    if not model.num_classes or isinstance(data, dict):
+        return data
+    if not isinstance(data, (tuple, list)) or len(data) < 2 or isinstance(data[0], dict):
+        return data
+    return ({"images": data[0], "labels": data[1]},)
+
+
+def fit_target(x):
+    """The images a loss scores, from what `fit` passed as x."""
+    return x["images"] if isinstance(x, dict) else x

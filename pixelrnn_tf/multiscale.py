@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from pixelrnn_tf import losses
-from pixelrnn_tf.model import PixelRNN, validate_images
+from pixelrnn_tf.model import PixelRNN, fit_inputs, fit_target
 from pixelrnn_tf.sampling_stages import SamplingStage
 
 
@@ -52,9 +52,10 @@ def small_known_pixels(image_shape, small_size, known_pixels):
 
 
 class SmallImageStage(SamplingStage):
-    """Stage 1 of sampling: the small model draws x[:, ::f, ::f]. Its known pixels are those
-    of the full image's known prefix on that grid (a raster prefix, `small_known_pixels`);
-    its draw is written onto the grid of the full image."""
+    """Stage 1 of sampling: the small model draws x[:, ::f, ::f] (given the label, for a
+    conditional model). Its known pixels are those of the full image's known prefix on that
+    grid (a raster prefix, `small_known_pixels`); its draw is written onto the grid of the
+    full image."""
 
     def __init__(self, multiscale):
         super().__init__(multiscale.small)
@@ -84,9 +85,10 @@ class ConditionalStage(SamplingStage):
         self.fixed = subsample_positions(multiscale.image_shape,
                                          multiscale.factor)[..., 0].reshape(-1)
 
-    def conditioning(self, images):
+    def conditioning(self, images, labels=None):
         ms = self.multiscale
-        return ms.conditioning(ms.small.scale_inputs(ms.subsample(images)))
+        return ms.full.block_conditioning(
+            labels, ms.conditioning(ms.small.scale_inputs(ms.subsample(images))))
 
 
 @keras.saving.register_keras_serializable(package="pixelrnn_tf")
@@ -99,15 +101,19 @@ class MultiScalePixelRNN(keras.Model):
       image_shape: (n, n, C) of the full image.
       small_size: s; n must be a multiple of s.
       conditioning_dim: c, feature maps of the upsampled small image.
+      num_classes: K > 0: both stages are conditioned on a label in [0, K) (each with its own
+        embedding, `class_conditional`); 0: unconditional.
       **kwargs: `keras.Model` arguments.
 
-    Call: images [B, n, n, C] integer -> (small_logits [B, s, s, C, L],
-      full_logits [B, n, n, C, L]); the full logits at subsampled positions are unused.
+    Call: images [B, n, n, C] integer (and labels [B] for a conditional model, as for
+      `PixelRNN`) -> (small_logits [B, s, s, C, L], full_logits [B, n, n, C, L]); the full
+      logits at subsampled positions are unused.
     """
 
     def __init__(self, architecture="diagonal_bilstm", image_shape=(28, 28, 1), small_size=14,
                  levels=256, num_layers=7, hidden_dim=16, output_dim=None, residual=True,
-                 skip=True, first_kernel=7, row_kernel=3, conditioning_dim=None, **kwargs):
+                 skip=True, first_kernel=7, row_kernel=3, conditioning_dim=None, num_classes=0,
+                 **kwargs):
         super().__init__(**kwargs)
         image_shape = tuple(int(d) for d in image_shape)
         height, width, channels = image_shape
@@ -123,7 +129,8 @@ class MultiScalePixelRNN(keras.Model):
         self.conditioning_dim = int(conditioning_dim or hidden_dim)
         stage_args = dict(architecture=architecture, levels=levels, num_layers=num_layers,
                           hidden_dim=hidden_dim, output_dim=output_dim, residual=residual,
-                          skip=skip, first_kernel=first_kernel, row_kernel=row_kernel)
+                          skip=skip, first_kernel=first_kernel, row_kernel=row_kernel,
+                          num_classes=num_classes)
         self.stage_args = stage_args
         self.small = PixelRNN(image_shape=(small_size, small_size, channels), name="small",
                               **stage_args)
@@ -138,14 +145,31 @@ class MultiScalePixelRNN(keras.Model):
         self.upsample = keras.layers.Conv2DTranspose(
             self.conditioning_dim, self.factor, strides=self.factor, padding="valid",
             name="upsample")
-        per_layer = hidden_dim if architecture == "pixelcnn" else 4 * hidden_dim
-        self.to_layers = [keras.layers.Conv2D(per_layer, 1, name=f"condition_{i}")
-                          for i in range(num_layers)]
+        self.to_layers = [keras.layers.Conv2D(width, 1, name=f"condition_{i}")
+                          for i, width in enumerate(self.full.conditioning_dims)]
         self.build()
 
     @property
     def num_dims(self):
         return int(np.prod(self.image_shape))
+
+    @property
+    def num_classes(self):
+        return self.small.num_classes
+
+    @property
+    def label_log_prior(self):
+        """log p(y) [K] (stage 1 holds it; `set_label_prior` sets both stages')."""
+        return self.small.label_log_prior
+
+    def set_label_prior(self, counts):
+        """Stores p(y) from the training label counts [K] (`class_conditional`)."""
+        self.small.set_label_prior(counts)
+        self.full.set_label_prior(counts)
+
+    def validate(self, images, labels=None):
+        """Checked (int32 images, int32 labels or None), as `PixelRNN.validate`."""
+        return self.full.validate(images, labels)
 
     def build(self, input_shape=None):
         if self.built:
@@ -171,11 +195,11 @@ class MultiScalePixelRNN(keras.Model):
         x = self.upsample(x)
         return [layer(x) for layer in self.to_layers]
 
-    def full_logits(self, images, small_images):
-        """Stage-2 logits [B, n, n, C, L] of `images` given `small_images`."""
+    def full_logits(self, images, small_images, labels=None):
+        """Stage-2 logits [B, n, n, C, L] of `images` given `small_images` (and labels)."""
         return self.full.head(self.full.features(
-            self.full.scale_inputs(images),
-            self.conditioning(self.small.scale_inputs(small_images))))
+            self.full.scale_inputs(images), self.full.block_conditioning(
+                labels, self.conditioning(self.small.scale_inputs(small_images)))))
 
     def subsample(self, images):
         """[B, n, n, C] -> [B, s, s, C]: the top-left pixel of every f x f block."""
@@ -186,21 +210,23 @@ class MultiScalePixelRNN(keras.Model):
         (`SmallImageStage`, `ConditionalStage`)."""
         return (SmallImageStage(self), ConditionalStage(self))
 
-    def logits(self, images):
-        """Validated integer images -> (small_logits, full_logits), as `call`."""
+    def logits(self, images, labels=None):
+        """Validated integer images (and labels) -> (small_logits, full_logits), as `call`."""
         small_images = self.subsample(images)
-        return self.small.head(self.small.features(self.small.scale_inputs(small_images))), \
-            self.full_logits(images, small_images)
+        small_logits = self.small.head(self.small.features(
+            self.small.scale_inputs(small_images), self.small.block_conditioning(labels)))
+        return small_logits, self.full_logits(images, small_images, labels)
 
-    def call(self, images):
-        return self.logits(validate_images(images, self.image_shape, self.levels))
+    def call(self, images, labels=None):
+        return self.logits(*self.validate(images, labels))
 
-    def pixel_log_prob(self, images):
+    def pixel_log_prob(self, images, labels=None):
         """[B, n, n, C] -> [B, n, n, C] nats: subsampled sub-pixels scored by stage 1 (given
         the earlier small-image sub-pixels), all others by stage 2 (given the small image and
-        every earlier sub-pixel). Sums to the exact log p(x)."""
-        images = validate_images(images, self.image_shape, self.levels)
-        return self.pixel_log_prob_from_logits(images, *self.logits(images))
+        every earlier sub-pixel). Sums to the exact log p(x) (log p(x | y) for a conditional
+        model, given labels [B])."""
+        images, labels = self.validate(images, labels)
+        return self.pixel_log_prob_from_logits(images, *self.logits(images, labels))
 
     def pixel_log_prob_from_logits(self, images, small_logits, full_logits):
         """The one likelihood formula: images [B, n, n, C] and the outputs of `call` ->
@@ -216,10 +242,11 @@ class MultiScalePixelRNN(keras.Model):
         known = tf.constant(subsample_positions(self.image_shape, f))
         return tf.where(known[None], placed, full_lp)
 
-    def log_prob_terms(self, images):
+    def log_prob_terms(self, images, labels=None):
         """{"total": log p(x), "small": log p1(x_small), "conditional": log p2(rest |
-        x_small)}, each [B] nats; small + conditional = total."""
-        lp = self.pixel_log_prob(images)
+        x_small)}, each [B] nats; small + conditional = total (all given y for a conditional
+        model)."""
+        lp = self.pixel_log_prob(images, labels)
         known = tf.constant(subsample_positions(self.image_shape, self.factor))[None]
         small = tf.reduce_sum(tf.where(known, lp, 0.0), axis=[1, 2, 3])
         conditional = tf.reduce_sum(tf.where(known, 0.0, lp), axis=[1, 2, 3])
@@ -234,31 +261,47 @@ class MultiScalePixelRNN(keras.Model):
     def describe(self):
         """What the SavedModel's JSON description says of the model (`serving`); the stages
         share their sizes."""
-        return {"architecture": self.architecture, "num_layers": self.full.num_layers,
+        described = {"architecture": self.architecture, "num_layers": self.full.num_layers,
                 "hidden_dim": self.full.hidden_dim, "model": "MultiScalePixelRNN",
                 "small_size": self.small_size, "factor": self.factor,
                 "pixel_order": "pixel_log_prob: the subsampled pixels [::factor, ::factor] "
                                "first (small-image raster order), then the others in raster "
                                "order given the small image"}
+        if self.num_classes:
+            described["num_classes"] = self.num_classes
+        return described
 
-    def log_prob(self, images):
-        """[B, n, n, C] -> [B] exact log p(x) in nats."""
-        return tf.reduce_sum(self.pixel_log_prob(images), axis=[1, 2, 3])
+    def log_prob(self, images, labels=None):
+        """[B, n, n, C] -> [B] exact log p(x) (log p(x | y)) in nats."""
+        return tf.reduce_sum(self.pixel_log_prob(images, labels), axis=[1, 2, 3])
 
-    def bits_per_dim(self, images):
-        return losses.nats_to_bits_per_dim(-self.log_prob(images), self.num_dims)
+    def bits_per_dim(self, images, labels=None):
+        return losses.nats_to_bits_per_dim(-self.log_prob(images, labels), self.num_dims)
+
+    def train_step(self, data):
+        return super().train_step(fit_inputs(self, data))
+
+    def test_step(self, data):
+        return super().test_step(fit_inputs(self, data))
+
+    def predict_step(self, data):
+        return super().predict_step(fit_inputs(self, data))
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """`model.fit` on a dataset of images (labels, if any, are ignored): mean exact NLL
         per image (nats), divided by the replica count under `tf.distribute` like Keras'
         own losses."""
-        nll = -tf.reduce_sum(self.pixel_log_prob_from_logits(x, *y_pred), axis=[1, 2, 3])
+        nll = -tf.reduce_sum(self.pixel_log_prob_from_logits(fit_target(x), *y_pred),
+                             axis=[1, 2, 3])
         loss = tf.reduce_mean(nll)
         loss = loss / tf.distribute.get_strategy().num_replicas_in_sync
         return loss + sum(self.losses)
 
     def get_config(self):
         config = super().get_config()
+        stage_args = dict(self.stage_args)
+        if not stage_args["num_classes"]:
+            del stage_args["num_classes"]  # an unconditional model's config as before
         config.update(image_shape=list(self.image_shape), small_size=self.small_size,
-                      conditioning_dim=self.conditioning_dim, **self.stage_args)
+                      conditioning_dim=self.conditioning_dim, **stage_args)
         return config

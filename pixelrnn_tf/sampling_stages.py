@@ -2,7 +2,8 @@
 
 A `PixelRNN` is one stage. A `MultiScalePixelRNN` has two: the small image, then the full
 image given it. The samplers (`sampling`) run the stages in turn, each with its own noise
-stream, and never ask which model they hold.
+stream, and never ask which model they hold. A class-conditional model's stages are all
+conditioned on the label.
 """
 
 from __future__ import annotations
@@ -34,10 +35,11 @@ class SamplingStage:
         `known_pixels` of the model's image are (int32 scalar -> int32 scalar)."""
         return known_pixels
 
-    def conditioning(self, images):
+    def conditioning(self, images, labels=None):
         """One additive map per block of `model` (as for `PixelRNN.features`), computed from
-        the model's images int [N, H, W, C] as earlier stages left them, or None."""
-        return None
+        the model's images int [N, H, W, C] as earlier stages left them and the checked
+        labels int32 [N] of a conditional model, or None."""
+        return self.model.block_conditioning(labels)
 
     def place(self, images, drawn):
         """The model's images [N, H, W, C] with this stage's `drawn` images written in."""

@@ -9,6 +9,10 @@ Multi-Scale PixelRNN adds "small" (-log p1(x_small)) and "conditional" (-log p2(
 x_small)), which add up to the total (exact: stage 2 does not score the pixels of the
 strided-picked small image). The terms are logged beside the total, as `small_*` and
 `conditional_*` scalars, and reported by evaluation.
+
+A class-conditional model trains on -log p(x | y): its batches are (images, labels), and its
+"total" is the conditional NLL. Its evaluation adds the exact marginal NLL -log p(x) and the
+generative classifier's hits (`class_conditional.classifier_sums`), at K passes per image.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from pixelrnn_tf.class_conditional import classifier_sums
 from pixelrnn_tf.config import TrainConfig
 from pixelrnn_tf.distribution import distributed_dataset
 from pixelrnn_tf.losses import nats_to_bits_per_dim
@@ -46,11 +51,31 @@ def make_optimizer(config: TrainConfig):
     return keras.optimizers.RMSprop(rate)
 
 
-def nll_sums(model, images) -> dict:
-    """Summed NLL (nats) of a batch of images [B, H, W, C], per term of the model's
+def unpack_batch(batch):
+    """A batch of the data: images [B, H, W, C], or (images, labels [B]) for a conditional
+    model -> (images, labels or None)."""
+    return tuple(batch) if isinstance(batch, (tuple, list)) else (batch, None)
+
+
+def nll_sums(model, batch) -> dict:
+    """Summed NLL (nats) of a batch (`unpack_batch`), per term of the model's
     `log_prob_terms`: {"total": float32 []}, plus for a MultiScalePixelRNN {"small": -sum log
-    p1(x_small), "conditional": -sum log p2(rest | x_small)}, whose sum is the total."""
-    return {name: -tf.reduce_sum(lp) for name, lp in model.log_prob_terms(images).items()}
+    p1(x_small), "conditional": -sum log p2(rest | x_small)}, whose sum is the total; all
+    given the labels for a conditional model."""
+    images, labels = unpack_batch(batch)
+    return {name: -tf.reduce_sum(lp)
+            for name, lp in model.log_prob_terms(images, labels).items()}
+
+
+CLASSIFIER_KEYS = ("marginal", "correct")
+
+
+def eval_sums(model, batch) -> dict:
+    """`nll_sums`, plus for a conditional model `classifier_sums` ("marginal", "correct")."""
+    sums = nll_sums(model, batch)
+    if model.num_classes:
+        sums.update(classifier_sums(model, *unpack_batch(batch)))
+    return sums
 
 
 def nll_dims(model) -> dict:
@@ -90,26 +115,28 @@ def nll_scalars(means: dict, dims: dict) -> dict:
 def make_train_step(model, optimizer, strategy, global_batch, clip_norm, jit_compile):
     """A tf.function (batch, stop) -> (mean NLL nats, global gradient norm, stop).
 
-    batch: per-replica int32 images [global_batch / replicas, H, W, C]; stop: float32 scalar,
+    batch: per-replica int32 images [global_batch / replicas, H, W, C] (with labels [B] for
+    a conditional model, `unpack_batch`); stop: float32 scalar,
     > 0 on a worker that wants to stop (summed over all replicas so every worker agrees).
     The mean NLL is a dict of scalars like `nll_sums` (the total, and a Multi-Scale model's
     terms), per image of the global batch; the loss is the total.
     """
     variables = model.trainable_variables
 
-    def nll_and_gradients(images):
+    def nll_and_gradients(batch):
         with tf.GradientTape() as tape:
-            sums = nll_sums(model, images)
+            sums = nll_sums(model, batch)
             loss = sums["total"] / global_batch
-        return sums, tape.gradient(loss, variables)
+        # The label embedding's gradient comes as IndexedSlices; it is small (K x X): dense.
+        return sums, [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]
 
     if jit_compile:
         nll_and_gradients = tf.function(nll_and_gradients, jit_compile=True)
 
-    def replica_step(images, stop):
+    def replica_step(batch, stop):
         context = tf.distribute.get_replica_context()
         sum_ = tf.distribute.ReduceOp.SUM
-        sums, gradients = nll_and_gradients(images)
+        sums, gradients = nll_and_gradients(batch)
         gradients = context.all_reduce(sum_, gradients)
         norm = tf.linalg.global_norm(gradients)
         if clip_norm:
@@ -133,18 +160,19 @@ def make_train_step(model, optimizer, strategy, global_batch, clip_norm, jit_com
     return train_step
 
 
-def make_eval_step(model, strategy, jit_compile):
+def make_eval_step(model, strategy, jit_compile, classifier=False):
     """A tf.function batch -> (summed NLL nats as a dict like `nll_sums`, number of images)
-    over all replicas."""
+    over all replicas; `classifier` (a conditional model only): as `eval_sums`."""
 
-    def batch_sums(images):
-        return nll_sums(model, images)
+    def batch_sums(batch):
+        return eval_sums(model, batch) if classifier else nll_sums(model, batch)
 
     if jit_compile:
         batch_sums = tf.function(batch_sums, jit_compile=True)
 
-    def replica_step(images):
-        return batch_sums(images), tf.cast(tf.shape(images)[0], tf.float32)
+    def replica_step(batch):
+        images, _ = unpack_batch(batch)
+        return batch_sums(batch), tf.cast(tf.shape(images)[0], tf.float32)
 
     @tf.function(reduce_retracing=True)
     def eval_step(batch):
@@ -161,8 +189,9 @@ def make_eval_step(model, strategy, jit_compile):
 def evaluate_nll(eval_step, distribution, spec, config, split, global_batch, max_batches=0):
     """Mean NLL (nats per image) over the split (or its first `max_batches` global batches).
 
-    Returns ({"total": mean nats, and a Multi-Scale model's "small", "conditional"},
-    number of images)."""
+    Returns ({"total": mean nats, and a Multi-Scale model's "small", "conditional"; with a
+    classifier eval step, "marginal" mean nats and "correct" the accuracy}, number of images).
+    """
     dataset = distributed_dataset(distribution, spec, config, split, False, global_batch,
                                   seed=config.optimization.seed, max_steps=max_batches)
     totals, count = {}, 0.0

@@ -58,31 +58,56 @@ class Summaries:
         self.validation.close()
 
 
-def sample_grids(model, originals, num_samples: int, seed: int, temperature: float):
+SAMPLES_PER_CLASS = 8  # a conditional model's sample grid: one row of 8 per class
+MAX_CLASS_ROWS = 10
+
+
+def grid_labels(model, num_samples: int):
+    """The labels of a sample grid: None for an unconditional model, else one row of
+    `SAMPLES_PER_CLASS` per class for the first (up to `MAX_CLASS_ROWS`) classes."""
+    if not model.num_classes:
+        return None
+    return np.repeat(np.arange(min(model.num_classes, MAX_CLASS_ROWS), dtype=np.int32),
+                     SAMPLES_PER_CLASS)
+
+
+def sample_grids(model, originals, num_samples: int, seed: int, temperature: float,
+                 labels=None):
     """A sample grid and a completion grid (top half given, bottom half sampled).
 
-    originals: uint8/int [K, H, W, C]. Returns {"samples": [num_samples, H, W, C] uint8,
+    originals: uint8/int [K, H, W, C]; labels: their labels [K] for a conditional model,
+    whose completions are conditioned on them and whose samples are `grid_labels` (one row
+    per class) instead of `num_samples`. Returns {"samples": [S, H, W, C] uint8,
     "completions": [3K, H, W, C] uint8 (rows: originals, the given top halves, completions)}.
     """
     from pixelrnn_tf import sampling  # imported here: only training with images needs it
 
     height, width, _ = model.image_shape
     known_pixels = (height // 2) * width
-    samples = sampling.sample(model, num_samples, seed=seed, temperature=temperature)
+    sample_labels = grid_labels(model, num_samples)
+    if sample_labels is not None:
+        num_samples = len(sample_labels)
+    samples = sampling.sample(model, num_samples, seed=seed, temperature=temperature,
+                              labels=sample_labels)
     originals = np.asarray(originals).astype(np.int32)
     completed = sampling.complete(model, originals, known_pixels, seed=seed + 1,
-                                  temperature=temperature)
+                                  temperature=temperature, labels=labels)
     given = originals.copy()
     given[:, height // 2:] = 0
     rows = np.concatenate([originals, given, np.asarray(completed)]).astype(np.uint8)
     return {"samples": np.asarray(samples), "completions": rows}
 
 
-def first_images(spec: DataSpec, config: TrainConfig, split: str, count: int) -> np.ndarray:
-    """The first `count` images of a split (file order) as uint8 [count, H, W, C]."""
+def first_images(spec: DataSpec, config: TrainConfig, split: str, count: int):
+    """The first `count` images of a split (file order) as uint8 [count, H, W, C], and their
+    int32 labels [count] for a conditional model (else None)."""
+    with_labels = config.model.num_classes > 0
     ds = data.make_dataset(spec.data_dir, split, count, training=False,
                            expected_shape=spec.image_shape, expected_levels=spec.levels,
-                           binarize=config.model.binarize, seed=config.optimization.seed)
+                           binarize=config.model.binarize, seed=config.optimization.seed,
+                           return_labels=with_labels)
     for batch in ds.take(1):
-        return batch.numpy()
+        if with_labels:
+            return batch[0].numpy(), batch[1].numpy().astype(np.int32)
+        return batch.numpy(), None
     raise TrainingError(f"{spec.data_dir}: split {split!r} is empty")

@@ -57,6 +57,7 @@ from pixelrnn_tf.workdir import (
     build_model,
     make_checkpoint,
     resolve_data,
+    resolve_num_classes,
     restore_checkpoint,
     save_keras_model,
 )
@@ -85,6 +86,7 @@ class RunContext:
         splits: those to check besides the validation split (default: the train split)."""
         distribution = make_distribution(config.runtime.cpu_replicas)
         spec = resolve_data(config, data_dir, splits)
+        config = resolve_num_classes(config, data_dir)
         workdir.check_resumable(config, spec, saved)
         return cls(config, workdir, saved, distribution, spec,
                    eval_batch_size(config, distribution.num_replicas),
@@ -182,6 +184,7 @@ class Trainer:
         self.end_step = (opt.train_steps if stop_at_step is None
                          else min(opt.train_steps, stop_at_step))
         self.context = context = _open_for_training(config, self.workdir, data_dir)
+        config = context.config  # num_classes=auto resolved
         self.config, self.spec, self.distribution = config, context.spec, context.distribution
         self.eval_batch = context.eval_batch
         num_train = data.read_manifest(self.spec.data_dir).num_examples(opt.train_split)
@@ -190,6 +193,9 @@ class Trainer:
 
         keras.utils.set_random_seed(opt.seed)
         self.model, state = context.build(self._make_state)
+        if self.model.num_classes:  # p(y); a resumed run restores the same from its checkpoint
+            self.model.set_label_prior(data.label_counts(
+                self.spec.data_dir, opt.train_split, self.model.num_classes))
         self.dims = nll_dims(self.model)
         self.optimizer, self.step_var, self.best_var = (
             state["optimizer"], state["step"], state["best_validation_nats"])
@@ -407,8 +413,9 @@ class Trainer:
         if self.originals is None:
             split = runtime.validation_split or config.optimization.train_split
             self.originals = first_images(self.spec, config, split, 8)
-        grids = sample_grids(self.model, self.originals, runtime.num_image_samples,
-                             config.optimization.seed, runtime.sample_temperature)
+        originals, labels = self.originals
+        grids = sample_grids(self.model, originals, runtime.num_image_samples,
+                             config.optimization.seed, runtime.sample_temperature, labels)
         self.summaries.images(self.step, grids, self.spec.levels)
 
     def save(self):

@@ -34,6 +34,7 @@ import tensorflow as tf
 
 from pixelrnn_tf import MODEL_CLASSES, data
 from pixelrnn_tf.config import (
+    AUTO_CLASSES,
     ConfigError,
     TrainConfig,
     changed_settings,
@@ -41,6 +42,7 @@ from pixelrnn_tf.config import (
     from_dict,
     incompatible_keys,
     model_arguments,
+    replace_keys,
     to_dict,
 )
 from pixelrnn_tf.model import PixelRNN
@@ -91,6 +93,25 @@ def resolve_data(config: TrainConfig, data_dir: str, splits=None) -> DataSpec:
         data.check_files(manifest, split)
     levels = 2 if config.model.binarize else manifest.levels
     return DataSpec(str(data_dir), manifest.dataset, tuple(manifest.image_shape), levels)
+
+
+def resolve_num_classes(config: TrainConfig, data_dir: str) -> TrainConfig:
+    """`config` with num_classes=auto replaced by the manifest's K; ConfigError when a
+    class-conditional config meets data without labels, or fewer classes than the data has."""
+    wanted = config.model.num_classes
+    if not wanted:
+        return config
+    manifest = data.read_manifest(data_dir)
+    shown = "auto" if wanted == AUTO_CLASSES else wanted
+    if not manifest.has_labels or not manifest.num_classes:
+        raise ConfigError(f"num_classes={shown}: {data_dir} has no labels (convert a labelled "
+                          "source, or set num_classes=0 for an unconditional model)")
+    if wanted == AUTO_CLASSES:
+        return replace_keys(config, num_classes=manifest.num_classes)
+    if wanted < manifest.num_classes:
+        raise ConfigError(f"num_classes={wanted} but {data_dir} has {manifest.num_classes} "
+                          "classes (set num_classes=auto)")
+    return config
 
 
 class WorkdirConfig(NamedTuple):

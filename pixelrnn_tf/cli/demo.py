@@ -64,7 +64,7 @@ def run(out_dir: str, overrides=()) -> dict:
     model = load_model(workdir, "best")
     files = Workdir(workdir)
     spec = files.read().data
-    originals = first_images(spec, config, "test", 8)
+    originals, _ = first_images(spec, config, "test", 8)
     grids = sample_grids(model, originals, num_samples=64, seed=0, temperature=1.0)
     samples_png = os.path.join(out_dir, "samples.png")
     completions_png = os.path.join(out_dir, "completions.png")
