@@ -23,8 +23,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["class_log_likelihoods", "classify", "label_counts_to_log_prior",
-           "marginal_log_prob", "validate_labels"]
+__all__ = ["class_log_likelihoods", "classifier_sums", "classify", "joint_log_probs",
+           "label_counts_to_log_prior", "marginal_log_prob", "validate_labels"]
 
 
 def validate_labels(labels, num_classes, images):
@@ -100,8 +100,8 @@ def class_log_likelihoods(model, images):
     return tf.transpose(tf.reshape(log_probs, tf.stack([num_classes, batch])))
 
 
-def _joint(model, images):
-    """log p(x, y) = log p(x | y) + log p(y): [B, K]."""
+def joint_log_probs(model, images):
+    """log p(x, y) = log p(x | y) + log p(y): images [B, H, W, C] -> [B, K] nats."""
     prior = tf.cast(model.label_log_prior, tf.float32)
     return class_log_likelihoods(model, images) + prior[None, :]
 
@@ -109,20 +109,20 @@ def _joint(model, images):
 def marginal_log_prob(model, images):
     """Exact log p(x) = logsumexp_y [log p(x | y) + log p(y)]: images [B, H, W, C] -> [B]
     nats, comparable with an unconditional model's `log_prob`."""
-    return tf.reduce_logsumexp(_joint(model, images), axis=1)
+    return tf.reduce_logsumexp(joint_log_probs(model, images), axis=1)
 
 
 def classify(model, images):
     """The generative classifier: images int [B, H, W, C] -> (label int32 [B], the posterior
     p(y | x) float32 [B, K]); label = argmax_y p(y | x)."""
-    joint = _joint(model, images)
+    joint = joint_log_probs(model, images)
     return tf.argmax(joint, axis=1, output_type=tf.int32), tf.nn.softmax(joint, axis=1)
 
 
 def classifier_sums(model, images, labels):
     """For evaluation: {"marginal": -sum_b log p(x_b) (nats), "correct": how many argmax_y
     p(y | x_b) equal labels_b}, float32 scalars."""
-    joint = _joint(model, images)
+    joint = joint_log_probs(model, images)
     predicted = tf.argmax(joint, axis=1, output_type=tf.int32)
     return {"marginal": -tf.reduce_sum(tf.reduce_logsumexp(joint, axis=1)),
             "correct": tf.reduce_sum(tf.cast(tf.equal(predicted, labels), tf.float32))}

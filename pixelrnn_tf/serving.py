@@ -19,6 +19,18 @@ dimension reaching a convolution fails by the CPU's kernels: it aborts the whole
 process on AVX-512 machines (a oneDNN check), raises on AVX2-only ones. A bad request gets an
 INVALID_ARGUMENT error naming the problem instead.
 
+A class-conditional model (``num_classes`` K > 0) adds an int32 ``labels`` [None] input, one
+label in [0, K) per image, to ``serving_default`` (whose ``log_prob`` is then log p(x | y)),
+``sample`` (one label per sample: ``num_samples`` must equal their count) and ``complete``;
+``serve_examples`` reads each example's ``label``. It has one more signature:
+
+- ``classify``: ``images`` uint8 [None, H, W, C] -> ``probabilities`` float32 [None, K] (the
+  posterior p(y | x) under the stored label frequencies p(y)), ``label`` int32 [None] (its
+  argmax), and ``log_prob`` float32 [None], the marginal log p(x) in nats. It costs K
+  passes per image.
+
+An unconditional model's signatures are exactly those above.
+
 A JSON description of the model (shape, levels, architecture, sampler, signatures) is
 written to ``assets.extra/pixelrnn_tf.json``, a directory TF Serving ignores.
 
@@ -40,10 +52,11 @@ import tempfile
 import keras
 import tensorflow as tf
 
-from pixelrnn_tf import losses, records, sampling
+from pixelrnn_tf import class_conditional, losses, records, sampling
 
 SIGNATURES = ("serving_default", "sample", "complete")
 EXAMPLES_SIGNATURE = "serve_examples"
+CLASSIFY_SIGNATURE = "classify"
 METADATA_PATH = os.path.join("assets.extra", "pixelrnn_tf.json")
 METADATA_FORMAT = "pixelrnn_tf.saved_model"
 DEFAULT_MAX_BATCH = 64
@@ -80,6 +93,17 @@ class _Endpoints:
                 message=f"image values must lie in [0, {model.levels})"))
         return tf.cast(_with_checks(images, checks), tf.int32)
 
+    def labels(self, labels, count):
+        """int32 [None], one per image of a batch of `count`, checked: in [0, K)."""
+        labels = tf.ensure_shape(labels, [None], name="check_labels_shape")
+        checks = [
+            tf.debugging.assert_equal(tf.size(labels), count,
+                                      message="give one label per image (or sample)"),
+            tf.debugging.assert_non_negative(labels, message="labels must be >= 0"),
+            tf.debugging.assert_less(labels, self.model.num_classes,
+                                     message=f"labels must be < {self.model.num_classes}")]
+        return _with_checks(labels, checks)
+
     def seed_and_temperature(self, seed, temperature):
         seed = _scalar(seed, "seed")
         temperature = _scalar(temperature, "temperature")
@@ -88,39 +112,54 @@ class _Endpoints:
             ["temperature must be a finite number > 0, got", temperature])
         return seed, _with_checks(temperature, [check])
 
-    def score(self, images):
+    def score(self, images, labels=None):
         images = self.images(images)
-        pixel_log_prob = self.model.pixel_log_prob(images)
+        if labels is not None:
+            labels = self.labels(labels, tf.shape(images)[0])
+        pixel_log_prob = self.model.pixel_log_prob(images, labels)
         log_prob = tf.reduce_sum(pixel_log_prob, axis=[1, 2, 3])
         return {"log_prob": log_prob,
                 "bits_per_dim": losses.nats_to_bits_per_dim(-log_prob, self.model.num_dims),
                 "pixel_log_prob": pixel_log_prob}
 
-    def sample(self, num_samples, seed, temperature):
+    def sample(self, num_samples, seed, temperature, labels=None):
         num_samples = _scalar(num_samples, "num_samples")
         check = tf.debugging.Assert(
             (num_samples >= 1) & (num_samples <= self.max_batch),
             [f"num_samples must lie in [1, {self.max_batch}], got", num_samples])
         num_samples = _with_checks(num_samples, [check])
+        if labels is not None:
+            labels = self.labels(labels, num_samples)
         seed, temperature = self.seed_and_temperature(seed, temperature)
         return {"images": sampling.sample_graph(self.model, num_samples, seed, temperature,
-                                                self.method)}
+                                                self.method, labels=labels)}
 
-    def complete(self, images, known_pixels, seed, temperature):
+    def complete(self, images, known_pixels, seed, temperature, labels=None):
         images = self.images(images)
+        if labels is not None:
+            labels = self.labels(labels, tf.shape(images)[0])
         known_pixels = _scalar(known_pixels, "known_pixels")
         seed, temperature = self.seed_and_temperature(seed, temperature)
         return {"images": sampling.complete_graph(self.model, images, known_pixels, seed,
-                                                  temperature, self.method)}
+                                                  temperature, self.method, labels=labels)}
+
+    def classify(self, images):
+        images = self.images(images)
+        joint = class_conditional.joint_log_probs(self.model, images)
+        return {"probabilities": tf.nn.softmax(joint, axis=1),
+                "label": tf.argmax(joint, axis=1, output_type=tf.int32),
+                "log_prob": tf.reduce_logsumexp(joint, axis=1)}
 
     def score_examples(self, examples):
-        """Serialized tf.train.Examples (data_prep format) -> the outputs of `score`."""
+        """Serialized tf.train.Examples (data_prep format; with their ``label`` for a
+        conditional model) -> the outputs of `score`."""
         examples = tf.ensure_shape(examples, [None], name="check_examples_shape")
         shape = "x".join(map(str, self.shape))
-        images, _ = records.decode_images(
-            examples, self.shape, size_message=f"each example's 'image' must hold {shape} "
-                                               "uint8 bytes")
-        return self.score(images)
+        conditional = bool(self.model.num_classes)
+        images, labels = records.decode_images(
+            examples, self.shape, labels=conditional,
+            size_message=f"each example's 'image' must hold {shape} uint8 bytes")
+        return self.score(images, tf.cast(labels, tf.int32) if conditional else None)
 
 
 def build_export_archive(model, method="cached", max_batch=DEFAULT_MAX_BATCH,
@@ -146,31 +185,46 @@ def build_export_archive(model, method="cached", max_batch=DEFAULT_MAX_BATCH,
     image_spec = tf.TensorSpec((None,) + endpoints.shape, tf.uint8, name="images")
     seed_spec = tf.TensorSpec([], tf.int64, name="seed")
     temperature_spec = tf.TensorSpec([], tf.float32, name="temperature")
+    # A conditional model's serving_default, sample and complete take labels last.
+    label_specs = ([tf.TensorSpec([None], tf.int32, name="labels")] if model.num_classes
+                   else [])
 
-    def score(images):
-        return endpoints.score(images)
+    def score(images, *labels):
+        return endpoints.score(images, *labels)
 
-    def sample(num_samples, seed, temperature):
-        return endpoints.sample(num_samples, seed, temperature)
+    def sample(num_samples, seed, temperature, *labels):
+        return endpoints.sample(num_samples, seed, temperature, *labels)
 
-    def complete(images, known_pixels, seed, temperature):
-        return endpoints.complete(images, known_pixels, seed, temperature)
+    def complete(images, known_pixels, seed, temperature, *labels):
+        return endpoints.complete(images, known_pixels, seed, temperature, *labels)
 
     def score_examples(examples):
         return endpoints.score_examples(examples)
 
+    def classify(images):
+        return endpoints.classify(images)
+
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint("serving_default", score, input_signature=[image_spec])
+    archive.add_endpoint("serving_default", score, input_signature=[image_spec, *label_specs])
     archive.add_endpoint("sample", sample, input_signature=[
-        tf.TensorSpec([], tf.int32, name="num_samples"), seed_spec, temperature_spec])
+        tf.TensorSpec([], tf.int32, name="num_samples"), seed_spec, temperature_spec,
+        *label_specs])
     archive.add_endpoint("complete", complete, input_signature=[
         image_spec, tf.TensorSpec([], tf.int32, name="known_pixels"), seed_spec,
-        temperature_spec])
+        temperature_spec, *label_specs])
     if examples:
         archive.add_endpoint(EXAMPLES_SIGNATURE, score_examples, input_signature=[
             tf.TensorSpec([None], tf.string, name="examples")])
+    if model.num_classes:
+        archive.add_endpoint(CLASSIFY_SIGNATURE, classify, input_signature=[image_spec])
     return archive
+
+
+def signature_names(model, examples=True):
+    """The signatures an export of `model` has, in order."""
+    return (list(SIGNATURES) + ([EXAMPLES_SIGNATURE] if examples else [])
+            + ([CLASSIFY_SIGNATURE] if model.num_classes else []))
 
 
 def export_metadata(model, method, max_batch, examples):
@@ -183,7 +237,7 @@ def export_metadata(model, method, max_batch, examples):
         **model.describe(),
         "sampler": method,
         "max_batch": int(max_batch),
-        "signatures": list(SIGNATURES) + ([EXAMPLES_SIGNATURE] if examples else []),
+        "signatures": signature_names(model, examples),
     }
     return metadata
 
@@ -243,8 +297,11 @@ def verify_export(export_dir, model, images):
     if missing:
         raise AssertionError(f"{export_dir}: signatures {missing} missing")
     images = tf.convert_to_tensor(images, tf.uint8)
-    got = loaded.signatures["serving_default"](images=images)["log_prob"].numpy()
-    want = model.log_prob(tf.cast(images, tf.int32)).numpy()
+    labels = {}
+    if model.num_classes:  # any labels do: the check is of the weights and the graph
+        labels = {"labels": tf.range(tf.shape(images)[0]) % model.num_classes}
+    got = loaded.signatures["serving_default"](images=images, **labels)["log_prob"].numpy()
+    want = model.log_prob(tf.cast(images, tf.int32), labels.get("labels")).numpy()
     tolerance = 1e-4 * max(1.0, float(abs(want).max()))
     if not abs(got - want).max() <= tolerance:
         raise AssertionError(f"{export_dir}: exported log_prob {got} differs from the "

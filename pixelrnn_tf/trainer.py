@@ -103,8 +103,8 @@ class RunContext:
             model = build_model(self.config, self.spec)
             return model, make_state(model)
 
-    def make_eval_step(self, model):
-        return make_eval_step(model, self.distribution.strategy, self.jit)
+    def make_eval_step(self, model, classifier=False):
+        return make_eval_step(model, self.distribution.strategy, self.jit, classifier)
 
     def evaluate_nll(self, eval_step, split, max_batches=0):
         """({"total", [terms]} mean nats per image, number of images), see `evaluate_nll`."""
@@ -457,7 +457,11 @@ def evaluate(workdir: str, data_dir: str | None, split: str, checkpoint: str = "
     config saved in the workdir, whose model keys it must match.
     Returns {"split", "num_images", "nats", "bits_per_dim", "checkpoint", "step"}, and for
     a Multi-Scale model "terms": {"small", "conditional"} each {"nats", "bits_per_dim",
-    "dims"} (see `describe_nll`; total nats = small + conditional).
+    "dims"} (see `describe_nll`; total nats = small + conditional). For a class-conditional
+    model "nats" is the conditional NLL -log p(x | y), and "marginal": {"nats",
+    "bits_per_dim"} (the exact -log p(x), comparable with unconditional models) and
+    "classifier_accuracy" (argmax_y p(y | x) against the labels) are added; they cost K
+    passes per image.
     """
     workdir = Workdir(workdir)
     saved = workdir.require()
@@ -467,9 +471,17 @@ def evaluate(workdir: str, data_dir: str | None, split: str, checkpoint: str = "
     model, state = context.build(lambda model: {
         "step": tf.Variable(0, dtype=tf.int64, trainable=False, name="step")})
     restore_checkpoint(make_checkpoint(model, **state), path, partial=True)
-    means, count = context.evaluate_nll(context.make_eval_step(model), split)
+    classifier = model.num_classes > 0
+    means, count = context.evaluate_nll(context.make_eval_step(model, classifier), split)
+    extra = {}
+    if classifier:
+        marginal, correct = means.pop("marginal"), means.pop("correct")
+        extra = {"conditioned_on_labels": True,
+                 "marginal": {"nats": marginal,
+                              "bits_per_dim": nats_to_bits_per_dim(marginal, model.num_dims)},
+                 "classifier_accuracy": correct}
     result = {"split": split, "num_images": count, **describe_nll(means, nll_dims(model)),
-              "checkpoint": path, "step": int(state["step"].numpy())}
+              **extra, "checkpoint": path, "step": int(state["step"].numpy())}
     if context.distribution.is_chief:
         workdir.write_eval(split, result)
     return result

@@ -147,6 +147,11 @@ def evaluate(args, saved) -> int:
           f"(step {result['step']}); wrote "
           f"{os.path.join(args.workdir, 'eval_' + args.evaluate + '.json')}")
     print_terms(result, config)
+    if "marginal" in result:
+        print(f"  conditioned on the true labels; marginal -log p(x): "
+              f"{result['marginal']['nats']:.4f} nats ({result['marginal']['bits_per_dim']:.4f} "
+              f"bits/dim); generative classifier accuracy: "
+              f"{100 * result['classifier_accuracy']:.2f}%")
     return 0
 
 
