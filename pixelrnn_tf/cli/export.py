@@ -9,10 +9,19 @@ complete and serve_examples (see pixelrnn_tf/serving.py). The export is written 
 temporary directory, checked by reloading it and comparing its log-likelihoods with the
 model's, and only then renamed into place; an existing version is never overwritten.
 A MultiScalePixelRNN gets the same signatures (a client cannot tell the difference).
+
+A class-conditional model (num_classes=K) exports p(x | y): serving_default, sample and
+complete also take int32 labels [None], one in [0, K) per image (sample: num_samples must
+equal their count); serve_examples reads each example's label; and one more signature,
+classify, takes uint8 images [None, H, W, C] and returns probabilities float32 [None, K]
+(p(y | x) under the training label frequencies), label int32 [None] (their argmax) and
+log_prob float32 [None] (the marginal log p(x), nats). The check before publishing scores
+with labels too. An unconditional model's signatures are exactly those above.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
@@ -63,18 +72,51 @@ def export(model, export_base, version=None, method="cached", max_batch=None, ex
     if verify:
         rng = np.random.default_rng(0)
         images = rng.integers(0, model.levels, (2, *model.image_shape)).astype(np.uint8)
-        check = lambda tmp: serving.verify_export(tmp, model, images)
+
+        def check(tmp):
+            serving.verify_export(tmp, model, images)  # scores, with labels if conditional
+            if model.num_classes:
+                verify_classify(tmp, model, images)
     serving.write_saved_model(model, path, method=method,
                               max_batch=max_batch or serving.DEFAULT_MAX_BATCH,
                               examples=examples, verify=check)
     return path
 
 
+def verify_classify(export_dir, model, images):
+    """Checks a conditional export's ``classify`` outputs against the model's
+    (`class_conditional.classify`, `marginal_log_prob`: they also read the stored label
+    frequencies p(y)) on uint8 `images`; raises AssertionError on a mismatch."""
+    import numpy as np
+    import tensorflow as tf
+
+    from pixelrnn_tf import class_conditional
+
+    loaded = tf.saved_model.load(os.fspath(export_dir))
+    if "classify" not in loaded.signatures:
+        raise AssertionError(f"{export_dir}: signature classify missing")
+    got = {k: v.numpy() for k, v in loaded.signatures["classify"](
+        images=tf.constant(images, tf.uint8)).items()}
+    ints = tf.constant(images, tf.int32)
+    _, probabilities = class_conditional.classify(model, ints)
+    marginal = class_conditional.marginal_log_prob(model, ints).numpy()
+    tolerance = 1e-4 * max(1.0, float(np.abs(marginal).max()))
+    chosen = np.take_along_axis(got["probabilities"], got["label"][:, None].astype(np.int64),
+                                axis=1)[:, 0]  # the label is the argmax, up to a rounding tie
+    if not (np.abs(got["probabilities"] - probabilities.numpy()).max() <= 1e-4
+            and np.abs(got["log_prob"] - marginal).max() <= tolerance
+            and np.all(chosen >= got["probabilities"].max(axis=1) - 1e-6)):
+        raise AssertionError(f"{export_dir}: exported classify {got} differs from the "
+                             f"model's probabilities {probabilities.numpy()}, log p(x) "
+                             f"{marginal}")
+
+
 def build_parser():
     parser = ArgumentParser(
         prog=PROG, description=__doc__.strip().splitlines()[0],
-        epilog="The SavedModel runs without this project (tf.saved_model.load, "
-               "saved_model_cli, TF Serving).")
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.strip().splitlines()[2:]) + "\n\nThe SavedModel runs "
+               "without this project (tf.saved_model.load, saved_model_cli, TF Serving).")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--workdir", metavar="DIR", help="training work directory")
     source.add_argument("--keras-model", metavar="FILE",
