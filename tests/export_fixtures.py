@@ -197,3 +197,39 @@ def run_saved_model_cli(export_dir, signature, images, known_pixels, directory):
     assert result.returncode == 0, f"{signature}: {result.stderr[-3000:]}"
     return {name[:-4]: np.load(os.path.join(out, name)) for name in os.listdir(out)}
 
+
+
+def signature_defs(export_dir):
+    """What TF Serving reads from saved_model.pb: {signature: (method, {input: (dtype enum,
+    dims (-1: unknown), unknown_rank)}, {output: ...})}, the "__" internal ones left out."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(export_dir, "saved_model.pb"), "rb") as f:
+        proto.ParseFromString(f.read())
+    (meta_graph,) = proto.meta_graphs
+    assert list(meta_graph.meta_info_def.tags) == ["serve"]
+
+    def tensors(infos):
+        return {key: (info.dtype, [d.size for d in info.tensor_shape.dim],
+                      info.tensor_shape.unknown_rank) for key, info in infos.items()}
+
+    return {name: (sig.method_name, tensors(sig.inputs), tensors(sig.outputs))
+            for name, sig in meta_graph.signature_def.items()
+            if not name.startswith("__")}
+
+
+def run_saved_model_cli_inputs(export_dir, signature, inputs, directory):
+    """Runs one signature with `saved_model_cli run` on {input name: numpy array} (each saved
+    to <signature>.<name>.npy in `directory`); returns {output: array}."""
+    files = []
+    for name, value in inputs.items():
+        file_name = f"{signature}.{name}.npy"
+        np.save(os.path.join(directory, file_name), value)
+        files.append(f"{name}={file_name}")
+    out = os.path.join(directory, f"{signature}.out")
+    result = run_process([SAVED_MODEL_CLI, "run", "--dir", str(export_dir), "--tag_set",
+                          "serve", "--signature_def", signature, "--inputs", ";".join(files),
+                          "--outdir", out], directory)
+    assert result.returncode == 0, f"{signature}: {result.stderr[-3000:]}"
+    return {name[:-4]: np.load(os.path.join(out, name)) for name in os.listdir(out)}
