@@ -9,7 +9,9 @@ model the mean NLL (nats per image), the standard error of that mean over the im
 bits/dim; then for every model after the first its paired difference to the first (mean of
 the per-image differences and its standard error). A test set of 10,000 images measures a
 mean NLL only to within about +-0.2 nats, but two models scored on the same images differ far
-more precisely than that: the paired standard error says how much.
+more precisely than that: the paired standard error says how much. A class-conditional model
+is scored by its exact marginal -log p(x) = -logsumexp_y [log p(x | y) + log p(y)], comparable
+with an unconditional model's.
 """
 
 from __future__ import annotations
@@ -30,10 +32,16 @@ class CompareError(Exception):
 
 
 def per_image_nll(model, dataset) -> np.ndarray:
-    """-log p(x) in nats of every image of `dataset` (batches [B, H, W, C]) -> float64 [N]."""
+    """-log p(x) in nats of every image of `dataset` (batches [B, H, W, C]) -> float64 [N];
+    for a class-conditional model the exact marginal -log p(x) (K passes per image)."""
     import tensorflow as tf
 
-    score = tf.function(lambda images: -model.log_prob(images))
+    from pixelrnn_tf.class_conditional import marginal_log_prob
+
+    if model.num_classes:
+        score = tf.function(lambda images: -marginal_log_prob(model, images))
+    else:
+        score = tf.function(lambda images: -model.log_prob(images))
     return np.concatenate([score(batch).numpy().astype(np.float64) for batch in dataset])
 
 

@@ -8,6 +8,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from pixelrnn_tf.blocks import PixelCNNBlock, RecurrentBlock
+from pixelrnn_tf.class_conditional import classify, marginal_log_prob
 from pixelrnn_tf.diagonal_lstm import DiagonalBiLSTM, DiagonalLSTM
 from pixelrnn_tf.losses import BitsPerDim, NegativeLogLikelihood, nats_to_bits_per_dim
 from pixelrnn_tf.masked_conv import MaskedConv2D
@@ -23,6 +24,6 @@ __all__ = [
     "ARCHITECTURES", "BitsPerDim", "DiagonalBiLSTM", "DiagonalLSTM", "MODEL_CLASSES",
     "MaskedConv2D", "MultiScalePixelRNN", "NegativeLogLikelihood", "PixelCNNBlock", "PixelRNN",
     "RecurrentBlock", "RowLSTM",
-    "causal_mask", "nats_to_bits_per_dim",
+    "causal_mask", "classify", "marginal_log_prob", "nats_to_bits_per_dim",
 ]
 __version__ = "0.1.0"

@@ -84,14 +84,18 @@ def label_counts_to_log_prior(counts):
         return np.log(counts / counts.sum()).astype(np.float32)
 
 
+def _require_conditional(model):
+    if not model.num_classes:
+        raise ValueError("the marginal likelihood and the classifier need a class-conditional "
+                         "model (num_classes > 0)")
+
+
 def class_log_likelihoods(model, images):
     """log p(x | y) for every class: images int [B, H, W, C] -> [B, K] nats.
 
     One forward pass of the K copies of the batch (so memory grows K-fold)."""
+    _require_conditional(model)
     num_classes = model.num_classes
-    if not num_classes:
-        raise ValueError("class_log_likelihoods needs a class-conditional model "
-                         "(num_classes > 0)")
     images = tf.convert_to_tensor(images)
     batch = tf.shape(images)[0]
     tiled = tf.tile(images, tf.concat([[num_classes], tf.ones([3], tf.int32)], 0))
@@ -102,6 +106,7 @@ def class_log_likelihoods(model, images):
 
 def joint_log_probs(model, images):
     """log p(x, y) = log p(x | y) + log p(y): images [B, H, W, C] -> [B, K] nats."""
+    _require_conditional(model)
     prior = tf.cast(model.label_log_prior, tf.float32)
     return class_log_likelihoods(model, images) + prior[None, :]
 

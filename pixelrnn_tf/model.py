@@ -407,14 +407,15 @@ def _at_row(conditioning, k, i):
 
 
 def fit_inputs(model, data):
-    """`fit` / `evaluate` / `predict` data of a conditional model: (images, labels[, ...])
-    -> ({"images", "labels"},), so that Keras calls `model({"images", "labels"})`; an
-    unconditional model's data as it is (its labels, if any, ignored)."""
+    """`fit` / `evaluate` / `predict` data of a conditional model: (images, labels[,
+    sample_weight]) -> ({"images", "labels"}, None[, sample_weight]), so that Keras calls
+    `model({"images", "labels"})`; an unconditional model's data as it is (its labels, if
+    any, ignored)."""
     if not model.num_classes or isinstance(data, dict):
         return data
     if not isinstance(data, (tuple, list)) or len(data) < 2 or isinstance(data[0], dict):
         return data
-    return ({"images": data[0], "labels": data[1]},)
+    return ({"images": data[0], "labels": data[1]}, None, *data[2:])
 
 
 def fit_target(x):

@@ -159,8 +159,11 @@ def complete_graph(model, images, known_pixels, seed, temperature=1.0, method="c
     with tf.control_dependencies([check]):
         known_pixels = tf.identity(known_pixels)
     temperature = _checked_temperature(temperature)
-    out = _complete_stages(model, images, known_pixels, seed, temperature, method,
-                           conditioning, labels)
+    # The cached steps' buffer updates cannot scatter into an empty batch: none to draw.
+    out = tf.cond(tf.shape(images)[0] > 0,
+                  lambda: _complete_stages(model, images, known_pixels, seed, temperature,
+                                           method, conditioning, labels),
+                  lambda: images)
     return tf.cast(out, output_dtype(model))
 
 

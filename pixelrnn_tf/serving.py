@@ -98,7 +98,7 @@ class _Endpoints:
         labels = tf.ensure_shape(labels, [None], name="check_labels_shape")
         checks = [
             tf.debugging.assert_equal(tf.size(labels), count,
-                                      message="give one label per image (or sample)"),
+                                      message="labels: give one label per image (or sample)"),
             tf.debugging.assert_non_negative(labels, message="labels must be >= 0"),
             tf.debugging.assert_less(labels, self.model.num_classes,
                                      message=f"labels must be < {self.model.num_classes}")]
@@ -159,7 +159,13 @@ class _Endpoints:
         images, labels = records.decode_images(
             examples, self.shape, labels=conditional,
             size_message=f"each example's 'image' must hold {shape} uint8 bytes")
-        return self.score(images, tf.cast(labels, tf.int32) if conditional else None)
+        if conditional:  # checked as int64, before a cast could wrap 2**32 + 1 to 1
+            labels = _with_checks(labels, [
+                tf.debugging.assert_non_negative(labels, message="labels must be >= 0"),
+                tf.debugging.assert_less(labels, tf.constant(self.model.num_classes, tf.int64),
+                                         message=f"labels must be < {self.model.num_classes}")])
+            labels = tf.cast(labels, tf.int32)
+        return self.score(images, labels)
 
 
 def build_export_archive(model, method="cached", max_batch=DEFAULT_MAX_BATCH,

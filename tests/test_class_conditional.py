@@ -369,10 +369,6 @@ def test_bad_label_counts_and_an_unconditional_classifier_are_refused(tiny_pair)
         cc.class_log_likelihoods(tiny_pair[False], np.zeros((1, 2, 2, CHANNELS), np.int32))
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError, reason=(
-    "library bug: joint_log_probs reads model.label_log_prior before class_log_likelihoods "
-    "checks num_classes, so marginal_log_prob / classify / joint_log_probs / "
-    "classifier_sums of an unconditional model raise AttributeError, not the ValueError"))
 @pytest.mark.parametrize("fn", ["marginal_log_prob", "classify", "joint_log_probs"])
 def test_marginal_and_classifier_refuse_an_unconditional_model(tiny_pair, fn):
     with pytest.raises(ValueError, match="class-conditional"):

@@ -322,8 +322,6 @@ def test_bad_labels_are_invalid_argument(loaded):
         "log_prob"].shape == (2,)
 
 
-@pytest.mark.xfail(strict=True, reason="library bug: serve_examples casts the int64 label to "
-                                       "int32 without a range check, so 2**32 + y scores as y")
 def test_serve_examples_rejects_labels_beyond_int32(loaded):
     images = images_for(2)
     examples = list(records.encode_examples(images, np.array([0, 2**32 + 1], np.int64)))

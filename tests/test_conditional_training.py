@@ -129,3 +129,20 @@ def test_num_classes_values():
         config_lib.parse_value("num_layers", "auto")
     with pytest.raises(ConfigError, match="num_classes must be >= 0 or auto"):
         config_lib.replace_keys(config_lib.get_preset("test"), num_classes=-2)
+
+
+def test_a_conditional_multi_scale_model_trains_and_evaluates(digits, tmp_path):
+    config = config_lib.apply_overrides(config_lib.get_preset("test"), [
+        "num_classes=auto", "small_size=4", "train_steps=2", "steps_per_epoch=2",
+        "image_every_epochs=1", "eval_batches=1"])
+    workdir = str(tmp_path / "work")
+    train_and_evaluate(config, workdir, digits)
+    result = evaluate(workdir, digits, "test")
+    assert set(result["terms"]) == {"small", "conditional"}
+    assert result["terms"]["small"]["nats"] + result["terms"]["conditional"]["nats"] == \
+        pytest.approx(result["nats"])
+    assert 0.0 <= result["classifier_accuracy"] <= 1.0
+    assert math.isfinite(result["marginal"]["nats"])
+    model = load_model(workdir)
+    np.testing.assert_allclose(model.small.label_log_prior.numpy(),
+                               model.full.label_log_prior.numpy())
