@@ -15,6 +15,7 @@ from pixelrnn_tf.masked_conv import MaskedConv2D
 from pixelrnn_tf.masks import causal_mask
 from pixelrnn_tf.model import ARCHITECTURES, PixelRNN
 from pixelrnn_tf.multiscale import MultiScalePixelRNN
+from pixelrnn_tf.presets import list_presets
 from pixelrnn_tf.row_lstm import RowLSTM
 
 # Every model class a work directory or a .keras file may hold (`pixelrnn_tf.workdir`).
@@ -24,6 +25,6 @@ __all__ = [
     "ARCHITECTURES", "BitsPerDim", "DiagonalBiLSTM", "DiagonalLSTM", "MODEL_CLASSES",
     "MaskedConv2D", "MultiScalePixelRNN", "NegativeLogLikelihood", "PixelCNNBlock", "PixelRNN",
     "RecurrentBlock", "RowLSTM",
-    "causal_mask", "classify", "marginal_log_prob", "nats_to_bits_per_dim",
+    "causal_mask", "classify", "list_presets", "marginal_log_prob", "nats_to_bits_per_dim",
 ]
 __version__ = "0.1.0"

@@ -378,6 +378,16 @@ class PixelRNN(keras.Model):
         x = fit_target(x)
         return super().compute_metrics(x, x, y_pred, sample_weight)
 
+    @classmethod
+    def from_preset(cls, name: str) -> PixelRNN:
+        """The pretrained PixelRNN `name` shipped with the package (`pixelrnn_tf.presets`,
+        `pixelrnn_tf.list_presets()`): its file's sha256 checked, loaded with safe_mode on.
+        Raises ValueError (one line) for an unknown name, a preset of another model class or
+        a file that does not match its sha256."""
+        from pixelrnn_tf import presets
+
+        return presets.load_preset(name, cls)
+
     def get_config(self):
         config = super().get_config()
         config.update(architecture=self.architecture, image_shape=list(self.image_shape),

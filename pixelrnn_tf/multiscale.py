@@ -297,6 +297,14 @@ class MultiScalePixelRNN(keras.Model):
         loss = loss / tf.distribute.get_strategy().num_replicas_in_sync
         return loss + sum(self.losses)
 
+    @classmethod
+    def from_preset(cls, name: str) -> MultiScalePixelRNN:
+        """As `PixelRNN.from_preset`, for a pretrained MultiScalePixelRNN; a preset of
+        another class (`pixelrnn_tf.list_presets()`) is refused with a one-line ValueError."""
+        from pixelrnn_tf import presets
+
+        return presets.load_preset(name, cls)
+
     def get_config(self):
         config = super().get_config()
         stage_args = dict(self.stage_args)
