@@ -132,7 +132,7 @@ def test_resume_with_other_data_or_model_is_one_line(capsys, tmp_path, digits):
     _one_line_error(code, err, "no checkpoint; train first")
     code, _, err = main_in_process(capsys, "--workdir", workdir, "--evaluate", "test",
                                    "--preset", "demo")
-    _one_line_error(code, err, "--preset cannot be combined with --evaluate")
+    _one_line_error(code, err, "--preset demo is a training config; with --evaluate")
     code, _, err = main_in_process(capsys, "--workdir", tmp_path / "empty", "--evaluate",
                                    "test")
     _one_line_error(code, err, "no config.json; train first")

@@ -2,6 +2,7 @@
 
     python export.py --workdir DIR [--checkpoint latest|best] --export-base DIR [--version N]
     python export.py --keras-model MODEL.keras --export-base DIR
+    python export.py --preset binarized_mnist --export-base DIR   # a pretrained model
 
 Writes EXPORT_BASE/VERSION/ (TF Serving's layout; VERSION defaults to one more than the
 largest existing version, 1 for an empty base) with the signatures serving_default, sample,
@@ -112,6 +113,8 @@ def verify_classify(export_dir, model, images):
 
 
 def build_parser():
+    from pixelrnn_tf.presets import list_presets
+
     parser = ArgumentParser(
         prog=PROG, description=__doc__.strip().splitlines()[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -121,6 +124,9 @@ def build_parser():
     source.add_argument("--workdir", metavar="DIR", help="training work directory")
     source.add_argument("--keras-model", metavar="FILE",
                         help="a saved .keras PixelRNN or MultiScalePixelRNN")
+    source.add_argument("--preset", metavar="NAME",
+                        help="a pretrained model shipped with pixelrnn_tf: "
+                             f"{', '.join(list_presets())}")
     parser.add_argument("--checkpoint", default="latest",
                         help="with --workdir: 'latest', 'best' (lowest validation NLL) or a "
                              "checkpoint prefix (default: latest)")
@@ -140,13 +146,17 @@ def build_parser():
 
 
 def run(args) -> int:
+    from pixelrnn_tf.presets import load_preset
     from pixelrnn_tf.workdir import load_model
 
     if args.workdir is not None and not os.path.isdir(args.workdir):
         raise ExportError(f"--workdir {args.workdir}: no such directory")
     if args.keras_model is not None and not os.path.isfile(args.keras_model):
         raise ExportError(f"--keras-model {args.keras_model}: no such file")
-    model = load_model(args.workdir or args.keras_model, args.checkpoint)
+    if args.preset is not None:
+        model = load_preset(args.preset)
+    else:
+        model = load_model(args.workdir or args.keras_model, args.checkpoint)
     path = export(model, args.export_base, args.version, args.sampler, args.max_batch,
                   examples=not args.no_examples, verify=not args.no_verify)
     print(f"exported {path}")
@@ -156,10 +166,11 @@ def run(args) -> int:
 def main(argv=None):
     args = build_parser().parse_args(argv)
     from pixelrnn_tf.config import ConfigError
+    from pixelrnn_tf.presets import PresetError
     from pixelrnn_tf.workdir import TrainingError
 
     return run_command(PROG, lambda: run(args), [
-        Failure((ExportError, TrainingError, ConfigError, FileExistsError)),
+        Failure((ExportError, TrainingError, ConfigError, PresetError, FileExistsError)),
         Failure(AssertionError, lambda e: "error: the export does not match the model, not "
                 f"published: {e}"),
         Failure(Exception, unexpected_error_line)],

@@ -3,6 +3,7 @@
     python -m pixelrnn_tf.cli.sample --workdir DIR [--checkpoint latest|best] --num 16 \\
         --out samples.png
     python -m pixelrnn_tf.cli.sample --saved-model EXPORT_BASE/1 --num 16 --out samples.png
+    python -m pixelrnn_tf.cli.sample --preset binarized_mnist --num 16 --out samples.png
     python -m pixelrnn_tf.cli.sample --workdir DIR --complete IMAGES.npz --known-rows 14 \\
         --out completions.png
 
@@ -340,6 +341,8 @@ def _labels(text):
 
 
 def build_parser():
+    from pixelrnn_tf.presets import list_presets
+
     parser = ArgumentParser(
         prog=PROG, description=__doc__.strip().splitlines()[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -349,6 +352,9 @@ def build_parser():
     source.add_argument("--saved-model", metavar="DIR",
                         help="an exported version directory (EXPORT_BASE/N)")
     source.add_argument("--keras-model", metavar="FILE", help="a saved .keras PixelRNN")
+    source.add_argument("--preset", metavar="NAME",
+                        help="a pretrained model shipped with pixelrnn_tf: "
+                             f"{', '.join(list_presets())}")
     parser.add_argument("--checkpoint", default="latest",
                         help="with --workdir: latest, best or a checkpoint prefix (latest)")
     parser.add_argument("--out", required=True, metavar="FILE.png", help="PNG grid to write")
@@ -391,6 +397,10 @@ def make_sampler(args):
 
     if args.saved_model:
         return SavedModelSampler(args.saved_model, args.levels)
+    if args.preset is not None:
+        from pixelrnn_tf.presets import load_preset
+
+        return ModelSampler(load_preset(args.preset), args.method)
     if args.workdir is not None and not os.path.isdir(args.workdir):
         raise SampleError(f"--workdir {args.workdir}: no such directory")
     if args.keras_model is not None and not os.path.isfile(args.keras_model):
@@ -530,10 +540,11 @@ def main(argv=None):
         return 0
 
     from pixelrnn_tf.config import ConfigError
+    from pixelrnn_tf.presets import PresetError
     from pixelrnn_tf.workdir import TrainingError
 
     return run_command(PROG, command, [
-        Failure((SampleError, TrainingError, ConfigError)),
+        Failure((SampleError, TrainingError, ConfigError, PresetError)),
         Failure(Exception, unexpected_error_line)])
 
 

@@ -34,6 +34,8 @@ examples:
   tensorboard --logdir out/runs/demo
   python train.py --workdir out/runs/demo_avg3 --average-from out/runs/demo --average-last 3
   python train.py --workdir out/runs/demo_avg3 --evaluate test    # the averaged weights
+  python train.py --evaluate test --preset binarized_mnist --data out/data/binarized_mnist
+      # a pretrained model shipped with the package; no work directory needed
 
 multi-worker: set TF_CONFIG in every worker process (one per machine), e.g. worker 0 of 2:
   TF_CONFIG='{"cluster": {"worker": ["host0:12345", "host1:12345"]},
@@ -47,20 +49,27 @@ checkpoint (rerun to resume), 130 Ctrl-C (not saved; the last periodic checkpoin
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from pixelrnn_tf import presets
     from pixelrnn_tf.config import describe_keys, describe_presets
 
-    epilog = (f"presets (--preset):\n{describe_presets()}\n\n"
+    epilog = (f"presets (--preset, training):\n{describe_presets()}\n\n"
+              f"pretrained presets (--preset with --evaluate):\n"
+              f"{presets.describe_presets()}\n\n"
               f"config keys (--set key=value):\n{describe_keys()}\n\n{EXAMPLES}")
     parser = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0], epilog=epilog,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", metavar="DIR",
                         help="dataset directory written by `python -m data_prep convert` "
                         "(default when resuming: the one in WORKDIR/config.json)")
-    parser.add_argument("--workdir", required=True, metavar="DIR",
-                        help="checkpoints, TensorBoard logs, config.json, model.keras")
+    parser.add_argument("--workdir", metavar="DIR",
+                        help="checkpoints, TensorBoard logs, config.json, model.keras "
+                        "(required, except with --evaluate --preset: there it is optional, "
+                        "a directory for eval_SPLIT.json)")
     parser.add_argument("--preset", metavar="NAME",
-                        help="start from this preset (default: WORKDIR/config.json when "
-                        "resuming, else demo)")
+                        help="training: start from this training config preset (default: "
+                        "WORKDIR/config.json when resuming, else demo); with --evaluate: "
+                        "the pretrained model of this name shipped with the package (see "
+                        "the two lists below)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override one config key (repeatable)")
     parser.add_argument("--stop-at-step", type=positive_int, metavar="N",
@@ -69,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--evaluate", metavar="SPLIT",
                         help="evaluate a checkpoint on the whole split instead of training; "
                         "writes WORKDIR/eval_SPLIT.json (a Multi-Scale run: also its terms "
-                        "for the small image and for the rest given it)")
+                        "for the small image and for the rest given it); with --preset, "
+                        "the pretrained model on --data (written only if --workdir is given)")
     parser.add_argument("--checkpoint", metavar="latest|best|PREFIX",
                         help="with --evaluate: the checkpoint to evaluate (default latest)")
     parser.add_argument("--average-from", metavar="RUN",
@@ -126,8 +136,24 @@ def average(args) -> int:
     return 0
 
 
+def print_evaluation(result, config, source, written):
+    """The result of --evaluate: the NLL line, then a Multi-Scale model's terms and a
+    class-conditional model's marginal NLL and accuracy."""
+    where = f"; wrote {written}" if written else ""
+    print(f"{result['split']}: {result['nats']:.4f} nats per image, "
+          f"{result['bits_per_dim']:.4f} bits/dim over {result['num_images']} images "
+          f"({source}){where}")
+    print_terms(result, config)
+    if "marginal" in result:
+        print(f"  conditioned on the true labels; marginal -log p(x): "
+              f"{result['marginal']['nats']:.4f} nats ({result['marginal']['bits_per_dim']:.4f} "
+              f"bits/dim); generative classifier accuracy: "
+              f"{100 * result['classifier_accuracy']:.2f}%")
+
+
 def evaluate(args, saved) -> int:
-    """--evaluate SPLIT: scores a checkpoint and prints the result."""
+    """--evaluate SPLIT: scores a checkpoint (or, with --preset, a pretrained model) and
+    prints the result."""
     from pixelrnn_tf.config import ConfigError
     from pixelrnn_tf.trainer import evaluate
     from pixelrnn_tf.workdir import TrainingError
@@ -135,23 +161,52 @@ def evaluate(args, saved) -> int:
     if args.stop_at_step is not None:
         raise ConfigError("--stop-at-step only applies to training")
     if args.preset is not None:
-        raise ConfigError("--preset cannot be combined with --evaluate (the config "
-                          "is read from WORKDIR/config.json)")
+        return evaluate_preset(args, saved)
     if saved is None:
         raise TrainingError(f"{args.workdir}: no config.json; train first")
     config = resolve_config(None, args.overrides, saved)
     result = evaluate(args.workdir, args.data, args.evaluate, args.checkpoint or "latest",
                       config)
-    print(f"{result['split']}: {result['nats']:.4f} nats per image, "
-          f"{result['bits_per_dim']:.4f} bits/dim over {result['num_images']} images "
-          f"(step {result['step']}); wrote "
-          f"{os.path.join(args.workdir, 'eval_' + args.evaluate + '.json')}")
-    print_terms(result, config)
-    if "marginal" in result:
-        print(f"  conditioned on the true labels; marginal -log p(x): "
-              f"{result['marginal']['nats']:.4f} nats ({result['marginal']['bits_per_dim']:.4f} "
-              f"bits/dim); generative classifier accuracy: "
-              f"{100 * result['classifier_accuracy']:.2f}%")
+    print_evaluation(result, config, f"step {result['step']}",
+                     os.path.join(args.workdir, 'eval_' + args.evaluate + '.json'))
+    return 0
+
+
+def evaluate_preset(args, saved) -> int:
+    """--evaluate SPLIT --preset NAME: scores the pretrained model NAME on --data; writes
+    WORKDIR/eval_SPLIT.json only when --workdir is given (a directory that is not a
+    training run's)."""
+    from pixelrnn_tf import presets
+    from pixelrnn_tf.config import PRESETS, ConfigError
+    from pixelrnn_tf.evaluation import evaluate_model
+    from pixelrnn_tf.workdir import TrainingError, Workdir
+
+    if args.preset in PRESETS and args.preset not in presets.PRESETS:
+        raise ConfigError(f"--preset {args.preset} is a training config; with --evaluate, "
+                          "--preset names a pretrained model: "
+                          f"{', '.join(presets.list_presets())}")
+    preset = presets.entry(args.preset)
+    if args.checkpoint is not None:
+        raise ConfigError("--checkpoint does not apply to a pretrained preset (it has one set "
+                          "of weights)")
+    if args.data is None:
+        raise ConfigError(f"--data DIR is required to evaluate preset {preset.name!r} (its "
+                          f"test data: {preset.data_command})")
+    if saved is not None:
+        raise TrainingError(f"--workdir {args.workdir} holds a training run; its eval files "
+                            "are its own model's: give another --workdir, or none")
+    config = presets.evaluation_config(preset, args.overrides)
+    result = evaluate_model(lambda: presets.load_preset(preset.name), args.data,
+                            args.evaluate, config)
+    result.update(preset=preset.name, sha256=preset.sha256)
+    written = None
+    if args.workdir is not None:
+        workdir = Workdir(args.workdir)
+        workdir.write_eval(args.evaluate, result)
+        written = workdir.eval_path(args.evaluate)
+    print_evaluation(result, config, f"preset {preset.name}", written)
+    print(f"  recorded for the preset: {preset.test_nats:.4f} nats per image on "
+          f"{preset.dataset} test ({preset.test_images} images)")
     return 0
 
 
@@ -164,7 +219,7 @@ def run(args) -> int:
         raise ConfigError("--average-last only applies to --average-from")
     if args.average_from is not None:
         return average(args)
-    saved = Workdir(args.workdir).read()
+    saved = None if args.workdir is None else Workdir(args.workdir).read()
     if args.checkpoint is not None and args.evaluate is None:
         raise ConfigError("--checkpoint only applies to --evaluate (training always "
                           "resumes from the latest checkpoint)")
@@ -178,17 +233,21 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.workdir is None and (args.evaluate is None or args.preset is None):
+        parser.error("the following arguments are required: --workdir")
     import tensorflow as tf
 
     from pixelrnn_tf.config import ConfigError
     from pixelrnn_tf.data import DataError
+    from pixelrnn_tf.presets import PresetError
     from pixelrnn_tf.trainer import Preempted
     from pixelrnn_tf.workdir import TrainingError
 
     return run_command(PROG, lambda: run(args), [
         Failure(Preempted, str, EXIT_PREEMPTED),
-        Failure((ConfigError, DataError, TrainingError, OSError)),
+        Failure((ConfigError, DataError, TrainingError, PresetError, OSError)),
         Failure(tf.errors.OpError, tensorflow_error_line)])
 
 
