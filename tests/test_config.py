@@ -139,7 +139,7 @@ def test_groups_hold_every_key_once_and_the_model_group_is_the_model_keys():
     groups = {group.name: getattr(config, group.name) for group in dataclasses.fields(config)}
     assert list(groups) == ["model", "optimization", "runtime"]
     keys = [f.name for group in groups.values() for f in dataclasses.fields(group)]
-    assert len(keys) == len(set(keys)) == 36
+    assert len(keys) == len(set(keys)) == 37
     assert list(config_lib.to_dict(config)) == keys  # config.json stays flat, in key order
     assert config_lib.MODEL_KEYS == tuple(f.name for f in dataclasses.fields(config.model))
     assert config.optimization.learning_rate == config_lib.to_dict(config)["learning_rate"]
@@ -151,7 +151,7 @@ def test_model_arguments_are_the_model_class_arguments():
     test = config_lib.get_preset("test")
     assert config_lib.model_arguments(test.model) == dict(
         architecture="row_lstm", num_layers=1, hidden_dim=4, output_dim=8, residual=True,
-        skip=True, first_kernel=3, row_kernel=3)
+        skip=True, first_kernel=3, row_kernel=3, num_classes=0)
     # 0 lets the model class choose (output_dim from the levels, conditioning_dim = h);
     # the multi-scale keys only go to a MultiScalePixelRNN.
     auto = config_lib.replace_keys(test, output_dim=0)
