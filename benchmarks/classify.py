@@ -78,8 +78,8 @@ def measure(run, split, batch_sizes, repeats, data_dir=None):
         x, y = images[:batch], labels[:batch]
         if x.shape[0] < batch:
             raise BenchmarkError(f"{split!r} has fewer than {batch} images")
-        t_classify = median_seconds(lambda: classify(x)[0].numpy())
-        t_score = median_seconds(lambda: log_prob(x, y).numpy())
+        t_classify = median_seconds(lambda x=x: classify(x)[0].numpy())
+        t_score = median_seconds(lambda x=x, y=y: log_prob(x, y).numpy())
         rows.append({"batch": batch, "classify_images_per_second": batch / t_classify,
                      "log_prob_images_per_second": batch / t_score,
                      "ratio": t_classify / t_score})

@@ -42,9 +42,9 @@ class DiagonalLSTM(keras.layers.Layer):
       num_directions: 1 (left to right) or 2 (both, each with its own weights).
       **kwargs: `keras.layers.Layer` arguments.
 
-    Call: inputs [B, H, W, Cin]; optional `conditioning` [B, H, W, 4h] (or [B, 1, 1, 4h]) added to every
-      direction's input-to-state map. Returns [D, B, H, W, h] if num_directions == 2, else
-      [B, H, W, h].
+    Call: inputs [B, H, W, Cin]; optional `conditioning` [B, H, W, 4h] (or [B, 1, 1, 4h])
+      added to every direction's input-to-state map. Returns [D, B, H, W, h] if
+      num_directions == 2, else [B, H, W, h].
     """
 
     def __init__(self, units, colour_groups=1, num_directions=1, **kwargs):

@@ -37,6 +37,7 @@ from pixelrnn_tf.distribution import (
     make_distribution,
     use_jit,
 )
+from pixelrnn_tf.evaluation import describe_evaluation
 from pixelrnn_tf.losses import nats_to_bits_per_dim
 from pixelrnn_tf.steps import (
     describe_nll,
@@ -471,17 +472,10 @@ def evaluate(workdir: str, data_dir: str | None, split: str, checkpoint: str = "
     model, state = context.build(lambda model: {
         "step": tf.Variable(0, dtype=tf.int64, trainable=False, name="step")})
     restore_checkpoint(make_checkpoint(model, **state), path, partial=True)
-    classifier = model.num_classes > 0
-    means, count = context.evaluate_nll(context.make_eval_step(model, classifier), split)
-    extra = {}
-    if classifier:
-        marginal, correct = means.pop("marginal"), means.pop("correct")
-        extra = {"conditioned_on_labels": True,
-                 "marginal": {"nats": marginal,
-                              "bits_per_dim": nats_to_bits_per_dim(marginal, model.num_dims)},
-                 "classifier_accuracy": correct}
-    result = {"split": split, "num_images": count, **describe_nll(means, nll_dims(model)),
-              **extra, "checkpoint": path, "step": int(state["step"].numpy())}
+    means, count = context.evaluate_nll(
+        context.make_eval_step(model, classifier=model.num_classes > 0), split)
+    result = {**describe_evaluation(model, split, means, count), "checkpoint": path,
+              "step": int(state["step"].numpy())}
     if context.distribution.is_chief:
         workdir.write_eval(split, result)
     return result

@@ -16,7 +16,11 @@ Only the chief worker writes it:
     WORKDIR/train/, validation/  TensorBoard event files (`tensorboard --logdir WORKDIR`)
     WORKDIR/eval_<split>.json    {"split", "num_images", "nats", "bits_per_dim",
                                   "checkpoint", "step"}; Multi-Scale adds "terms":
-                                  {"small"|"conditional": {"nats", "bits_per_dim", "dims"}}
+                                  {"small"|"conditional": {"nats", "bits_per_dim", "dims"}};
+                                  a class-conditional model's "nats" is -log p(x | y), and
+                                  it adds "conditioned_on_labels", "marginal": {"nats",
+                                  "bits_per_dim"} and "classifier_accuracy"; a pretrained
+                                  preset's evaluation adds "preset" and "sha256"
 
 `load_model` reads a work directory (one of its checkpoints) or a .keras file; training,
 evaluation, export, sampling, averaging and the benchmarks all load through it.
