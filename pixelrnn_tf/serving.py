@@ -31,8 +31,18 @@ label in [0, K) per image, to ``serving_default`` (whose ``log_prob`` is then lo
 
 An unconditional model's signatures are exactly those above.
 
-A JSON description of the model (shape, levels, architecture, sampler, signatures) is
-written to ``assets.extra/pixelrnn_tf.json``, a directory TF Serving ignores.
+A JSON description of the model (shape, levels, architecture, sampler, signatures, the
+warm-up requests) is written to ``assets.extra/pixelrnn_tf.json``, a directory TF Serving
+otherwise ignores.
+
+Warm-up (on by default): ``assets.extra/tf_serving_warmup_requests`` holds TF Serving's
+warm-up records, a TFRecord file of ``tensorflow.serving.PredictionLog`` protos, each a
+``predict_log.request`` (a ``PredictRequest`` whose ``model_spec.signature_name`` names the
+signature). TF Serving replays them after loading the model and before it reports the model
+available, so the first real request does not pay for the one-time graph and kernel set-up
+(`warmup_requests` lists them: ``serving_default`` at batch 1 and at the largest batch, a
+``sample`` of one image, a ``complete`` of one image with all but its last row known, one
+``serve_examples`` example and, for a conditional model, one ``classify`` image).
 
 A `MultiScalePixelRNN` exports with exactly the same signatures (names, dtypes, shapes), so a
 client cannot tell the two apart. Its ``sample`` and ``complete`` run stage 1 then stage 2
@@ -50,6 +60,7 @@ import shutil
 import tempfile
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from pixelrnn_tf import class_conditional, losses, records, sampling
@@ -59,6 +70,7 @@ EXAMPLES_SIGNATURE = "serve_examples"
 CLASSIFY_SIGNATURE = "classify"
 METADATA_PATH = os.path.join("assets.extra", "pixelrnn_tf.json")
 METADATA_FORMAT = "pixelrnn_tf.saved_model"
+WARMUP_PATH = os.path.join("assets.extra", "tf_serving_warmup_requests")
 DEFAULT_MAX_BATCH = 64
 
 
@@ -233,8 +245,9 @@ def signature_names(model, examples=True):
             + ([CLASSIFY_SIGNATURE] if model.num_classes else []))
 
 
-def export_metadata(model, method, max_batch, examples):
-    """The JSON description written beside the SavedModel (assets.extra)."""
+def export_metadata(model, method, max_batch, examples, warmup=None):
+    """The JSON description written beside the SavedModel (assets.extra); `warmup`: the
+    `warmup_requests` written with it, listed by `describe_request` (None: no warm-up)."""
     metadata = {
         "format": METADATA_FORMAT,
         "format_version": 1,
@@ -245,16 +258,105 @@ def export_metadata(model, method, max_batch, examples):
         "max_batch": int(max_batch),
         "signatures": signature_names(model, examples),
     }
+    if warmup is not None:
+        metadata["warmup_requests"] = [describe_request(*request) for request in warmup]
     return metadata
 
 
+def warmup_requests(model, max_batch=DEFAULT_MAX_BATCH, examples=True):
+    """The warm-up requests of an export: [(signature name, {input name: numpy value})].
+
+    One per signature, in `signature_names` order, and ``serving_default`` once more at
+    `max_batch` images, each with the inputs the signature declares (uint8 images of a fixed
+    pseudo-random draw, int32 labels 0, 1, ... mod K for a conditional model). ``sample`` and
+    ``complete`` stay cheap (one image; ``complete`` keeps all pixels but the last row) while
+    running the same graph as any request of theirs.
+    """
+    height, width, _ = model.image_shape
+    images = np.random.default_rng(0).integers(
+        0, model.levels, (int(max_batch), *model.image_shape)).astype(np.uint8)
+    draw = {"seed": np.int64(0), "temperature": np.float32(1.0)}
+
+    def labelled(inputs, count):
+        if model.num_classes:
+            inputs["labels"] = (np.arange(count) % model.num_classes).astype(np.int32)
+        return inputs
+
+    requests = [
+        ("serving_default", labelled({"images": images[:1]}, 1)),
+        ("serving_default", labelled({"images": images}, len(images))),
+        ("sample", labelled({"num_samples": np.int32(1), **draw}, 1)),
+        ("complete", labelled({"images": images[:1],
+                               "known_pixels": np.int32((height - 1) * width), **draw}, 1)),
+    ]
+    if examples:
+        labels = labelled({}, 1).get("labels")
+        serialized = next(records.encode_examples(images[:1], labels))
+        requests.append((EXAMPLES_SIGNATURE, {"examples": np.array([serialized], object)}))
+    if model.num_classes:
+        requests.append((CLASSIFY_SIGNATURE, {"images": images[:1]}))
+    return requests
+
+
+def describe_request(signature, inputs):
+    """{"signature", "inputs": {name: "dtype[shape]"}} (a scalar: "dtype = value")."""
+    def describe(value):
+        value = np.asarray(value)
+        dtype = "string" if value.dtype == object else value.dtype.name
+        if value.ndim == 0:
+            return f"{dtype} = {value.item()}"
+        return f"{dtype}[{', '.join(map(str, value.shape))}]"
+
+    return {"signature": signature,
+            "inputs": {name: describe(value) for name, value in sorted(inputs.items())}}
+
+
+def _proto_field(number, payload):
+    """A length-delimited protobuf field (wire type 2): tag, length, bytes."""
+    def varint(n):
+        out = bytearray()
+        while True:
+            out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+            n >>= 7
+            if not n:
+                return bytes(out)
+
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+
+def prediction_log(signature, inputs):
+    """The serialized ``tensorflow.serving.PredictionLog`` of a predict request: {predict_log
+    (6): {request (1): {model_spec (1): {signature_name (3)}, inputs (2): map<string,
+    TensorProto>}}}.
+
+    Encoded here rather than with ``tensorflow_serving.apis``, whose wheel requires the full
+    ``tensorflow`` package (this project installs ``tensorflow-cpu``); the tests parse the
+    result with those protos.
+    """
+    request = _proto_field(1, _proto_field(3, signature.encode()))
+    for name, value in sorted(inputs.items()):
+        tensor = tf.make_tensor_proto(value).SerializeToString()
+        request += _proto_field(2, _proto_field(1, name.encode()) + _proto_field(2, tensor))
+    return _proto_field(6, _proto_field(1, request))
+
+
+def write_warmup(path, requests):
+    """Writes `requests` ([(signature, inputs)], see `warmup_requests`) as TF Serving's
+    warm-up file: a TFRecord of `prediction_log` records."""
+    with tf.io.TFRecordWriter(os.fspath(path)) as writer:
+        for signature, inputs in requests:
+            writer.write(prediction_log(signature, inputs))
+
+
 def write_saved_model(model, export_dir, method="cached", max_batch=DEFAULT_MAX_BATCH,
-                      examples=True, verify=None):
+                      examples=True, verify=None, warmup=True):
     """Writes the SavedModel of `model` to `export_dir`, atomically.
 
-    The model is written to a temporary directory beside `export_dir` and renamed into place
-    only when complete (and, if given, when `verify(temporary_dir)` returned without raising),
-    so a reader never sees a partial export. Refuses an existing `export_dir`.
+    With `warmup`, TF Serving's warm-up records (`warmup_requests`) go to ``WARMUP_PATH``
+    and are listed in the metadata. The model, its metadata and warm-up records are written
+    to a temporary directory beside `export_dir` and renamed into place only when complete
+    (and, if given, when `verify(temporary_dir)` returned without raising), so a reader
+    never sees a partial export. Refuses an existing `export_dir`.
 
     Returns the metadata dict written to ``assets.extra/pixelrnn_tf.json``.
     """
@@ -264,11 +366,14 @@ def write_saved_model(model, export_dir, method="cached", max_batch=DEFAULT_MAX_
     parent = os.path.dirname(export_dir)
     os.makedirs(parent, exist_ok=True)
     archive = build_export_archive(model, method, max_batch, examples)
-    metadata = export_metadata(model, method, max_batch, examples)
+    requests = warmup_requests(model, max_batch, examples) if warmup else None
+    metadata = export_metadata(model, method, max_batch, examples, requests)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(export_dir)}.tmp-", dir=parent)
     try:
         archive.write_out(tmp, verbose=False)
         os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
+        if requests is not None:
+            write_warmup(os.path.join(tmp, WARMUP_PATH), requests)
         with open(os.path.join(tmp, METADATA_PATH), "w") as f:
             json.dump(metadata, f, indent=2)
         if verify is not None:

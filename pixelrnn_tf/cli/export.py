@@ -11,6 +11,12 @@ temporary directory, checked by reloading it and comparing its log-likelihoods w
 model's, and only then renamed into place; an existing version is never overwritten.
 A MultiScalePixelRNN gets the same signatures (a client cannot tell the difference).
 
+The export carries TF Serving's warm-up records, assets.extra/tf_serving_warmup_requests
+(PredictionLogs: serving_default at batch 1 and at --max-batch, a one-image sample, a
+one-image complete, serve_examples and classify when exported), which TF Serving replays
+before it serves the model, so the first client request is not the slow one; --no-warmup
+leaves them out. assets.extra/pixelrnn_tf.json lists them.
+
 A class-conditional model (num_classes=K) exports p(x | y): serving_default, sample and
 complete also take int32 labels [None], one in [0, K) per image (sample: num_samples must
 equal their count); serve_examples reads each example's label; and one more signature,
@@ -55,8 +61,9 @@ def next_version(export_base):
 
 
 def export(model, export_base, version=None, method="cached", max_batch=None, examples=True,
-           verify=True):
-    """Writes `model` to EXPORT_BASE/VERSION atomically; returns that path."""
+           verify=True, warmup=True):
+    """Writes `model` to EXPORT_BASE/VERSION atomically (with TF Serving's warm-up records
+    unless not `warmup`); returns that path."""
     import numpy as np
 
     from pixelrnn_tf import serving
@@ -80,7 +87,7 @@ def export(model, export_base, version=None, method="cached", max_batch=None, ex
                 verify_classify(tmp, model, images)
     serving.write_saved_model(model, path, method=method,
                               max_batch=max_batch or serving.DEFAULT_MAX_BATCH,
-                              examples=examples, verify=check)
+                              examples=examples, verify=check, warmup=warmup)
     return path
 
 
@@ -140,6 +147,9 @@ def build_parser():
                         help="largest batch a request may send or ask for (default: 64)")
     parser.add_argument("--no-examples", action="store_true",
                         help="leave out the serve_examples signature")
+    parser.add_argument("--no-warmup", action="store_true",
+                        help="leave out TF Serving's warm-up records "
+                             "(assets.extra/tf_serving_warmup_requests)")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip reloading the export and comparing it with the model")
     return parser
@@ -158,7 +168,8 @@ def run(args) -> int:
     else:
         model = load_model(args.workdir or args.keras_model, args.checkpoint)
     path = export(model, args.export_base, args.version, args.sampler, args.max_batch,
-                  examples=not args.no_examples, verify=not args.no_verify)
+                  examples=not args.no_examples, verify=not args.no_verify,
+                  warmup=not args.no_warmup)
     print(f"exported {path}")
     return 0
 
