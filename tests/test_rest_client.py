@@ -134,7 +134,7 @@ def export(tmp_path_factory, name, num_classes):
     if num_classes:
         model.set_label_prior([3, 2, 1])
     path = tmp_path_factory.mktemp(name) / "1"
-    serving.write_saved_model(model, path, max_batch=MAX_BATCH, examples=False)
+    serving.write_saved_model(model, path, max_batch=MAX_BATCH, examples=False, warmup=False)
     return str(path)
 
 
