@@ -96,7 +96,7 @@ def documented_outputs(signature, n, shape, num_classes):
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_records_are_prediction_logs_one_per_signature(exports, name):
-    model, path = exports[name]
+    _, path = exports[name]
     shape, _, num_classes = MODELS[name]
     records = read_records(path)
     expected = ["serving_default", "serving_default", "sample", "complete", "serve_examples"]
