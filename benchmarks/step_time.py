@@ -5,11 +5,12 @@
                                    [--jit off,on] [--layers 1,7] [--threads N]
 
 Prints a markdown table: configuration, architecture, jit_compile, median ms/step, images/s,
-median CPU ms/step (all threads of this process; close to ms/step when one core does the
-work, higher when both do) and the first step's time (tracing and compilation). The machine
-line above it gives the load average before and after: other processes on a shared machine
-slow every number down, so compare rows measured in the same run.
-"""
+the step's useful GFLOP (`pixelrnn_tf.flops`), achieved GFLOP/s and % of the machine's float32
+matmul peak measured at the start of the same run, median CPU ms/step (all threads of this
+process; close to ms/step when one core does the work, higher when both do) and the first
+step's time (tracing and compilation). The machine line above it gives the load average before
+and after: other processes on a shared machine slow every number down, so compare rows measured
+in the same run."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import tensorflow as tf
 
-from pixelrnn_tf import ARCHITECTURES, PixelRNN
+from pixelrnn_tf import ARCHITECTURES, PixelRNN, flops
 
 CONFIGS = {
     "mnist": dict(image_shape=(28, 28, 1), levels=2, num_layers=7, hidden_dim=16),
@@ -72,7 +73,8 @@ def time_step(config, architecture, jit_compile, batch, steps):
         step(images).numpy()
         wall.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
-    return statistics.median(wall), statistics.median(cpu), first
+    return (statistics.median(wall), statistics.median(cpu), first,
+            flops.train_step_flops(model, batch))
 
 
 def parse_list(text, allowed, what):
@@ -123,12 +125,14 @@ def main(argv=None):
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
 
+    peak = flops.matmul_peak_gflops()
+    print(f"float32 peak: 2048x2048 tf.matmul at {peak:.1f} GFLOP/s (median of 10)")
     print(f"batch {args.batch}, median of {args.steps} steps, {os.cpu_count()} CPU cores, "
           f"threads {args.threads or 'default'}, TensorFlow {tf.__version__}, "
           f"load average (1/5/15 min) before: {load_average()}\n")
-    print("| configuration | architecture | jit_compile | ms/step | images/s | CPU ms/step "
-          "| first step s |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| configuration | architecture | jit_compile | ms/step | images/s | GFLOP/step "
+          "| GFLOP/s | % of peak | CPU ms/step | first step s |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     rows = [(key, dict(CONFIGS[key], num_layers=int(n)) if n else CONFIGS[key])
             for key in configs for n in (layers or [None])]
     for key, config in rows:
@@ -136,15 +140,16 @@ def main(argv=None):
         for architecture in architectures:
             for jit in jit_modes:
                 try:
-                    seconds, cpu, first = time_step(config, architecture, JIT_MODES[jit],
+                    seconds, cpu, first, work = time_step(config, architecture, JIT_MODES[jit],
                                                     args.batch, args.steps)
                 except (tf.errors.OpError, ValueError, MemoryError) as err:
                     print(f"| {name} | {architecture} | {jit} | failed: "
-                          f"{type(err).__name__} | | | |", flush=True)
+                          f"{type(err).__name__} | | | | | | |", flush=True)
                     continue
+                rate = work / seconds / 1e9
                 print(f"| {name} | {architecture} | {jit} | {seconds * 1e3:.0f} | "
-                      f"{args.batch / seconds:.0f} | {cpu * 1e3:.0f} | {first:.0f} |",
-                      flush=True)
+                      f"{args.batch / seconds:.0f} | {work / 1e9:.2f} | {rate:.1f} | "
+                      f"{100 * rate / peak:.0f}% | {cpu * 1e3:.0f} | {first:.0f} |", flush=True)
     print(f"\nload average after: {load_average()}")
     return 0
 

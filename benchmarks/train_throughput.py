@@ -8,7 +8,9 @@ one) for a few steps on random images of the preset's dataset shape (digits 8x8x
 MNIST 28x28x1 2 levels, CIFAR-10 / ImageNet32 32x32x3 and ImageNet64 64x64x3 with 256 levels),
 written as TFRecords by `data_prep`, so the input pipeline is part of the measurement.
 images/s is the median over the log intervals after the first (which holds tracing and XLA
-compilation), as logged to TensorBoard. Prints a markdown table.
+compilation), as logged to TensorBoard. Prints a markdown table, with the step's useful GFLOP
+(`pixelrnn_tf.flops`), the achieved GFLOP/s and its share of the float32 matmul peak measured
+at the start of the same run.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ def make_dataset(root, shape, levels, num_images=256):
 def run_one(preset, replicas, jit, steps, log_every, data_dir, workdir):
     """In the child process: train a few steps; print one JSON line."""
     from pixelrnn_tf import config as config_lib
+    from pixelrnn_tf import flops
     from pixelrnn_tf.distribution import use_jit
     from pixelrnn_tf.trainer import Trainer
 
@@ -69,10 +72,12 @@ def run_one(preset, replicas, jit, steps, log_every, data_dir, workdir):
         "images_per_second": results["train_images_per_second"],
         "jit": use_jit(config, trainer.distribution),
         "parameters": trainer.model.count_params(),
-        "batch": config.optimization.batch_size}), flush=True)
+        "batch": config.optimization.batch_size,
+        "flops": flops.train_step_flops(trainer.model, config.optimization.batch_size)}),
+        flush=True)
 
 
-def run_and_print(args, root, preset, shape, levels, data_dir, replicas, jit):
+def run_and_print(args, root, preset, shape, levels, data_dir, replicas, jit, peak):
     workdir = os.path.join(root, f"run-{preset}-{replicas}-{jit}")
     start = time.perf_counter()
     proc = subprocess.run(
@@ -85,13 +90,15 @@ def run_and_print(args, root, preset, shape, levels, data_dir, replicas, jit):
                  if line.strip() and not line.startswith(("I0000", "E0000", "W0000", "WARNING"))]
         reason = "killed (out of memory?)" if proc.returncode < 0 else (lines or ["?"])[-1][:80]
         print(f"| {preset} | {data} | | {replicas} | {jit} | failed (exit {proc.returncode}): "
-              f"{reason} | |", flush=True)
+              f"{reason} | | | | |", flush=True)
         return
     result = json.loads(proc.stdout.split("RESULT ", 1)[1])
     rate = result["images_per_second"]
+    gflops = result["flops"] / result["batch"] * rate / 1e9
     print(f"| {preset} | {data} | {result['parameters']:,} | {replicas} | "
           f"{'on' if result['jit'] else 'off'} | {rate:.1f} | "
-          f"{1000 * result['batch'] / rate:.0f} |", flush=True)
+          f"{1000 * result['batch'] / rate:.0f} | {result['flops'] / 1e9:.2f} | "
+          f"{gflops:.1f} | {100 * gflops / peak:.0f}% |", flush=True)
     print(f"  ({preset}, {replicas} replicas, jit {jit}: {time.perf_counter() - start:.0f} s "
           "wall)", file=sys.stderr, flush=True)
 
@@ -120,6 +127,7 @@ def main():
     import tensorflow as tf
 
     from pixelrnn_tf.config import PRESETS
+    from pixelrnn_tf.flops import matmul_peak_gflops
 
     presets = list(PRESETS) if args.presets == "all" else args.presets.split(",")
     unknown = [p for p in presets if p not in PRESETS]
@@ -127,16 +135,20 @@ def main():
         parser.error(f"unknown preset(s): {', '.join(unknown)}")
     replica_counts = [int(r) for r in args.replicas.split(",")]
     print(f"{args.steps} steps per run, timed over steps {args.log_every + 1}-{args.steps}, "
-          f"{os.cpu_count()} CPU cores, TF {tf.__version__}\n")
-    print("| preset | data | parameters | replicas | jit_compile | images/s | ms/step |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+          f"{os.cpu_count()} CPU cores, TF {tf.__version__}")
+    peak = matmul_peak_gflops()
+    print(f"float32 peak: 2048x2048 tf.matmul at {peak:.1f} GFLOP/s (median of 10)\n")
+    print("| preset | data | parameters | replicas | jit_compile | images/s | ms/step "
+          "| GFLOP/step | GFLOP/s | % of peak |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     with tempfile.TemporaryDirectory(prefix="train_throughput-") as root:
         for preset in presets:
             shape, levels = data_for(preset)
             data_dir = make_dataset(root, shape, levels)
             for replicas in replica_counts:
                 for jit in args.jit.split(","):
-                    run_and_print(args, root, preset, shape, levels, data_dir, replicas, jit)
+                    run_and_print(args, root, preset, shape, levels, data_dir, replicas, jit,
+                                  peak)
     return 0
 
 

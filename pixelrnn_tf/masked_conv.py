@@ -62,8 +62,13 @@ class MaskedConv2D(keras.layers.Conv2D):
         return self.kernel * ops.convert_to_tensor(self.kernel_mask, self.kernel.dtype)
 
     def convolution_op(self, inputs, kernel):
-        return super().convolution_op(
-            inputs, kernel * ops.convert_to_tensor(self.kernel_mask, kernel.dtype))
+        kernel = kernel * ops.convert_to_tensor(self.kernel_mask, kernel.dtype)
+        if tuple(self.kernel_size) == (1, 1):
+            # A 1x1 convolution as one matmul over the pixels: the same sums, and its
+            # gradients are two matmuls, where TensorFlow's CPU Conv2DBackpropFilter took
+            # several times as long (docs/benchmarks.md, the train-step profile).
+            return tf.tensordot(inputs, kernel[0, 0], 1)
+        return super().convolution_op(inputs, kernel)
 
     # Cached sampling. The buffer holds only finished pixels: the centre tap is applied to
     # the current input separately, because a pixel's input changes while its channels are
