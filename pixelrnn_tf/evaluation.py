@@ -1,6 +1,8 @@
-"""Evaluation of a model that no work directory holds (a pretrained preset) on a prepared
-dataset, with the machinery of `trainer.evaluate`: the strategy (`distribution`), the data
-reader and the eval step (`steps`).
+"""Evaluation on a whole split of a prepared dataset, the exact mean NLL: of a checkpoint of
+a work directory (`evaluate`, which writes WORKDIR/eval_<split>.json, set up through
+`run_context.RunContext`) or of a model that no work directory holds, a pretrained preset
+(`evaluate_model`), with the same machinery: the strategy (`distribution`), the data reader
+and the eval step (`steps`).
 
     config = presets.evaluation_config(presets.entry("binarized_mnist"))
     result = evaluate_model(lambda: presets.load_preset("binarized_mnist"),
@@ -10,11 +12,21 @@ reader and the eval step (`steps`).
 
 from __future__ import annotations
 
+import tensorflow as tf
+
 from pixelrnn_tf.config import TrainConfig, replace_keys
 from pixelrnn_tf.distribution import eval_batch_size, make_distribution, use_jit
 from pixelrnn_tf.losses import nats_to_bits_per_dim
+from pixelrnn_tf.run_context import RunContext
 from pixelrnn_tf.steps import describe_nll, evaluate_nll, make_eval_step, nll_dims
-from pixelrnn_tf.workdir import TrainingError, resolve_data, resolve_num_classes
+from pixelrnn_tf.workdir import (
+    TrainingError,
+    Workdir,
+    make_checkpoint,
+    resolve_data,
+    resolve_num_classes,
+    restore_checkpoint,
+)
 
 
 def describe_evaluation(model, split: str, means: dict, count: int) -> dict:
@@ -32,6 +44,37 @@ def describe_evaluation(model, split: str, means: dict, count: int) -> dict:
                  "classifier_accuracy": correct}
     return {"split": split, "num_images": count, **describe_nll(means, nll_dims(model)),
             **extra}
+
+
+def evaluate(workdir: str, data_dir: str | None, split: str, checkpoint: str = "latest",
+             config: TrainConfig | None = None) -> dict:
+    """Mean NLL of a checkpoint on a whole split; writes WORKDIR/eval_<split>.json.
+
+    config: runtime settings (cpu_replicas, eval_batch_size, jit_compile); defaults to the
+    config saved in the workdir, whose model keys it must match.
+    Returns {"split", "num_images", "nats", "bits_per_dim", "checkpoint", "step"}, and for
+    a Multi-Scale model "terms": {"small", "conditional"} each {"nats", "bits_per_dim",
+    "dims"} (see `describe_nll`; total nats = small + conditional). For a class-conditional
+    model "nats" is the conditional NLL -log p(x | y), and "marginal": {"nats",
+    "bits_per_dim"} (the exact -log p(x), comparable with unconditional models) and
+    "classifier_accuracy" (argmax_y p(y | x) against the labels) are added; they cost K
+    passes per image.
+    """
+    workdir = Workdir(workdir)
+    saved = workdir.require()
+    config = replace_keys(config or saved.config, validation_split="")
+    context = RunContext.open(config, workdir, saved, data_dir or saved.data.data_dir, (split,))
+    path = workdir.checkpoint_path(checkpoint)
+    model, state = context.build(lambda model: {
+        "step": tf.Variable(0, dtype=tf.int64, trainable=False, name="step")})
+    restore_checkpoint(make_checkpoint(model, **state), path, partial=True)
+    means, count = context.evaluate_nll(
+        context.make_eval_step(model, classifier=model.num_classes > 0), split)
+    result = {**describe_evaluation(model, split, means, count), "checkpoint": path,
+              "step": int(state["step"].numpy())}
+    if context.distribution.is_chief:
+        workdir.write_eval(split, result)
+    return result
 
 
 def evaluate_model(load, data_dir: str, split: str, config: TrainConfig) -> dict:

@@ -1,10 +1,10 @@
-"""Training and evaluation of a `PixelRNN` or `MultiScalePixelRNN` over a work directory.
+"""Training of a `PixelRNN` or `MultiScalePixelRNN` over a work directory.
 
-`train_and_evaluate(config, workdir)` trains (or resumes) a run; `evaluate` scores one of its
-checkpoints on a whole split. Both set up through `RunContext`: the strategy
-(`pixelrnn_tf.distribution`), the data, the model under the strategy and the eval step
-(`pixelrnn_tf.steps`). A Multi-Scale PixelRNN (config `small_size` > 0) trains both stages
-jointly on the one loss -log p(x); its two terms are logged and reported beside the total.
+`train_and_evaluate(config, workdir)` trains (or resumes) a run, validating on the way; it
+sets up through `RunContext` (`pixelrnn_tf.run_context`): the strategy, the data, the model
+under the strategy and the eval step. A Multi-Scale PixelRNN (config `small_size` > 0) trains
+both stages jointly on the one loss -log p(x); its two terms are logged and reported beside
+the total. `pixelrnn_tf.evaluation.evaluate` scores a checkpoint of a run on a whole split.
 
 Resuming is exact: the data order of epoch e depends only on (seed, e), a resumed run skips
 the batches of the interrupted epoch it already trained on, and the optimizer state is in the
@@ -14,7 +14,6 @@ checkpoint, so an interrupted and resumed run reaches the weights of an uninterr
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import os
 import signal
@@ -28,21 +27,12 @@ import tensorflow as tf
 
 from pixelrnn_tf import data
 from pixelrnn_tf.checkpoints import Checkpoints
-from pixelrnn_tf.config import ConfigError, TrainConfig, changed_settings, replace_keys
-from pixelrnn_tf.distribution import (
-    Distribution,
-    distributed_dataset,
-    epoch_seed,
-    eval_batch_size,
-    make_distribution,
-    use_jit,
-)
-from pixelrnn_tf.evaluation import describe_evaluation
+from pixelrnn_tf.config import ConfigError, TrainConfig, changed_settings
+from pixelrnn_tf.distribution import distributed_dataset, epoch_seed
 from pixelrnn_tf.losses import nats_to_bits_per_dim
+from pixelrnn_tf.run_context import RunContext
 from pixelrnn_tf.steps import (
     describe_nll,
-    evaluate_nll,
-    make_eval_step,
     make_optimizer,
     make_train_step,
     nll_dims,
@@ -51,66 +41,15 @@ from pixelrnn_tf.steps import (
 from pixelrnn_tf.summaries import Summaries, first_images, sample_grids
 from pixelrnn_tf.workdir import (
     CONFIG_NAME,
-    DataSpec,
     TrainingError,
     Workdir,
-    WorkdirConfig,
-    build_model,
     make_checkpoint,
-    resolve_data,
-    resolve_num_classes,
-    restore_checkpoint,
     save_keras_model,
 )
 
 
 class Preempted(Exception):
     """SIGTERM arrived; a checkpoint of the last finished step was saved."""
-
-
-@dataclasses.dataclass
-class RunContext:
-    """What training and evaluation share: the strategy, the data and the work directory,
-    checked against each other before anything is written."""
-
-    config: TrainConfig
-    workdir: Workdir
-    saved: WorkdirConfig | None  # the work directory's config.json
-    distribution: Distribution
-    spec: DataSpec
-    eval_batch: int  # global evaluation batch, a multiple of the replicas
-    jit: bool
-
-    @classmethod
-    def open(cls, config, workdir: Workdir, saved, data_dir, splits=None) -> RunContext:
-        """The strategy comes first: MultiWorkerMirroredStrategy must precede other TF work.
-        splits: those to check besides the validation split (default: the train split)."""
-        distribution = make_distribution(config.runtime.cpu_replicas)
-        spec = resolve_data(config, data_dir, splits)
-        config = resolve_num_classes(config, data_dir)
-        workdir.check_resumable(config, spec, saved)
-        return cls(config, workdir, saved, distribution, spec,
-                   eval_batch_size(config, distribution.num_replicas),
-                   use_jit(config, distribution))
-
-    def log(self, message):
-        if self.distribution.is_chief:
-            print(message, flush=True)
-
-    def build(self, make_state=dict):
-        """The model and `make_state()` (a dict of variables or objects for the checkpoint)
-        created under the strategy's scope."""
-        with self.distribution.strategy.scope():
-            model = build_model(self.config, self.spec)
-            return model, make_state(model)
-
-    def make_eval_step(self, model, classifier=False):
-        return make_eval_step(model, self.distribution.strategy, self.jit, classifier)
-
-    def evaluate_nll(self, eval_step, split, max_batches=0):
-        """({"total", [terms]} mean nats per image, number of images), see `evaluate_nll`."""
-        return evaluate_nll(eval_step, self.distribution, self.spec, self.config, split,
-                            self.eval_batch, max_batches)
 
 
 @contextlib.contextmanager
@@ -448,34 +387,3 @@ def train_and_evaluate(config: TrainConfig, workdir: str, data_dir: str | None =
     Preempted on SIGTERM after saving a checkpoint.
     """
     return Trainer(config, workdir, data_dir, stop_at_step).run()
-
-
-def evaluate(workdir: str, data_dir: str | None, split: str, checkpoint: str = "latest",
-             config: TrainConfig | None = None) -> dict:
-    """Mean NLL of a checkpoint on a whole split; writes WORKDIR/eval_<split>.json.
-
-    config: runtime settings (cpu_replicas, eval_batch_size, jit_compile); defaults to the
-    config saved in the workdir, whose model keys it must match.
-    Returns {"split", "num_images", "nats", "bits_per_dim", "checkpoint", "step"}, and for
-    a Multi-Scale model "terms": {"small", "conditional"} each {"nats", "bits_per_dim",
-    "dims"} (see `describe_nll`; total nats = small + conditional). For a class-conditional
-    model "nats" is the conditional NLL -log p(x | y), and "marginal": {"nats",
-    "bits_per_dim"} (the exact -log p(x), comparable with unconditional models) and
-    "classifier_accuracy" (argmax_y p(y | x) against the labels) are added; they cost K
-    passes per image.
-    """
-    workdir = Workdir(workdir)
-    saved = workdir.require()
-    config = replace_keys(config or saved.config, validation_split="")
-    context = RunContext.open(config, workdir, saved, data_dir or saved.data.data_dir, (split,))
-    path = workdir.checkpoint_path(checkpoint)
-    model, state = context.build(lambda model: {
-        "step": tf.Variable(0, dtype=tf.int64, trainable=False, name="step")})
-    restore_checkpoint(make_checkpoint(model, **state), path, partial=True)
-    means, count = context.evaluate_nll(
-        context.make_eval_step(model, classifier=model.num_classes > 0), split)
-    result = {**describe_evaluation(model, split, means, count), "checkpoint": path,
-              "step": int(state["step"].numpy())}
-    if context.distribution.is_chief:
-        workdir.write_eval(split, result)
-    return result

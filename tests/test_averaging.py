@@ -11,7 +11,7 @@ from test_report import load_report
 
 from pixelrnn_tf import averaging, data
 from pixelrnn_tf.cli import train
-from pixelrnn_tf.trainer import evaluate
+from pixelrnn_tf.evaluation import evaluate
 from pixelrnn_tf.workdir import Workdir, load_model, model_variables
 
 from cli_fixtures import load_script, run_main

@@ -15,7 +15,8 @@ from pixelrnn_tf import class_conditional
 from pixelrnn_tf import config as config_lib
 from pixelrnn_tf.config import ConfigError
 from pixelrnn_tf.data import make_dataset
-from pixelrnn_tf.trainer import evaluate, train_and_evaluate
+from pixelrnn_tf.evaluation import evaluate
+from pixelrnn_tf.trainer import train_and_evaluate
 from pixelrnn_tf.workdir import load_model, model_variables
 
 

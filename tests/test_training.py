@@ -15,9 +15,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from pixelrnn_tf import config as config_lib
 from pixelrnn_tf.data import DataError
 from pixelrnn_tf.distribution import Distribution, epoch_seed, use_jit
+from pixelrnn_tf.evaluation import evaluate
 from pixelrnn_tf.images import image_grid
 from pixelrnn_tf.steps import make_learning_rate
-from pixelrnn_tf.trainer import Trainer, evaluate, train_and_evaluate
+from pixelrnn_tf.trainer import Trainer, train_and_evaluate
 from pixelrnn_tf.workdir import TrainingError, Workdir, build_model, load_model, model_variables
 
 

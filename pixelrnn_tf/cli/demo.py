@@ -44,9 +44,10 @@ def prepare_digits(out_dir: str) -> str:
 
 def run(out_dir: str, overrides=()) -> dict:
     from pixelrnn_tf import config as config_lib
+    from pixelrnn_tf.evaluation import evaluate
     from pixelrnn_tf.images import image_grid, write_png, zoomed
     from pixelrnn_tf.summaries import first_images, sample_grids
-    from pixelrnn_tf.trainer import evaluate, train_and_evaluate
+    from pixelrnn_tf.trainer import train_and_evaluate
     from pixelrnn_tf.workdir import Workdir, load_model
 
     start = time.perf_counter()

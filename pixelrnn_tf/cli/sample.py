@@ -24,6 +24,10 @@ uint8 images (and, for a conditional model, their labels). Also installed as
 `pixelrnn-sample`.
 """
 
+# The docstring above is the --help text. This module holds the flags, the run and its
+# output files; where the model comes from is in sample_sources, the checks of labels and
+# .npz inputs in sample_inputs.
+
 from __future__ import annotations
 
 import argparse
@@ -36,11 +40,19 @@ import numpy as np
 from pixelrnn_tf.cli import (
     ArgumentParser,
     Failure,
-    first_line,
     positive_int,
     run_command,
     unexpected_error_line,
 )
+from pixelrnn_tf.cli.sample_inputs import (
+    SampleError,
+    check_label_flags,
+    completion_labels,
+    describe_labels,
+    load_images,
+    sample_labels,
+)
+from pixelrnn_tf.cli.sample_sources import make_sampler
 from pixelrnn_tf.images import grid, to_display, to_rgb, write_png
 
 PROG = "pixelrnn-sample"
@@ -48,219 +60,8 @@ OCCLUDED_RGB = (96, 0, 0)
 BORDER = 2  # pixels between the images of a grid
 
 
-class SampleError(Exception):
-    """Bad flags or inputs: reported as one line."""
-
-
 # --------------------------------------------------------------------------------------------
-# Where the model comes from: an in-memory PixelRNN or an exported SavedModel
-
-
-class ModelSampler:
-    """Samples with an in-memory PixelRNN (`pixelrnn_tf.sampling`)."""
-
-    def __init__(self, model, method="cached"):
-        self.model, self.method = model, method
-        self.image_shape, self.levels = tuple(model.image_shape), model.levels
-        self.num_classes = model.num_classes  # 0: unconditional
-
-    def sample(self, num, seed, temperature, labels=None):
-        from pixelrnn_tf import sampling
-
-        return np.asarray(sampling.sample(self.model, num, seed, temperature, self.method,
-                                          labels=labels))
-
-    def complete(self, images, known_pixels, seed, temperature, labels=None):
-        from pixelrnn_tf import sampling
-
-        return np.asarray(sampling.complete(self.model, images, known_pixels, seed,
-                                            temperature, self.method, labels=labels))
-
-
-class SavedModelSampler:
-    """Samples through the `sample` / `complete` signatures of an export (in batches of at
-    most its max_batch). A class-conditional export's signatures take ``labels``; its
-    metadata's ``num_classes`` gives K (None when it has no metadata: the export's own
-    checks then judge the labels)."""
-
-    def __init__(self, export_dir, levels=None):
-        import tensorflow as tf
-
-        from pixelrnn_tf import serving
-
-        if not os.path.isfile(os.path.join(export_dir, "saved_model.pb")):
-            raise SampleError(f"--saved-model {export_dir}: no saved_model.pb (pass a version "
-                              "directory such as EXPORT_BASE/1)")
-        try:
-            metadata = serving.read_metadata(export_dir)
-        except (ValueError, OSError) as e:
-            raise SampleError(f"--saved-model {export_dir}: {e}") from None
-        loaded = tf.saved_model.load(export_dir)
-        missing = [s for s in ("sample", "complete") if s not in loaded.signatures]
-        if missing:
-            raise SampleError(f"--saved-model {export_dir}: no {', '.join(missing)} signature")
-        self.loaded, self.tf = loaded, tf
-        inputs = loaded.signatures["complete"].structured_input_signature[1]
-        self.image_shape = tuple(int(d) for d in inputs["images"].shape[1:])
-        if levels is None:
-            if metadata is None:
-                raise SampleError(f"--saved-model {export_dir} has no {serving.METADATA_PATH} "
-                                  "to tell its number of levels; pass --levels")
-            levels = int(metadata["levels"])
-        self.levels = levels
-        self.max_batch = int(metadata["max_batch"]) if metadata else 1
-        conditional = "labels" in inputs
-        num_classes = int(metadata.get("num_classes", 0)) if metadata else None
-        if metadata is not None and conditional != bool(num_classes):
-            raise SampleError(
-                f"--saved-model {export_dir}: its {serving.METADATA_PATH} says num_classes="
-                f"{num_classes} but its signatures {'take' if conditional else 'have no'} "
-                "labels")
-        # 0: unconditional; None: conditional with K unknown (no metadata)
-        self.num_classes = num_classes if conditional else 0
-
-    def _batches(self, num):
-        return [(start, min(num, start + self.max_batch)) for start in range(0, num,
-                                                                             self.max_batch)]
-
-    def _labels(self, labels, start, stop):
-        if labels is None:
-            return {}
-        return {"labels": self.tf.constant(np.asarray(labels[start:stop]), self.tf.int32)}
-
-    def _run(self, requests, labels):
-        if labels is None:
-            return [request().numpy() for request in requests]
-        try:
-            return [request().numpy() for request in requests]
-        except self.tf.errors.InvalidArgumentError as e:  # the export's label checks
-            raise SampleError(f"--saved-model: the export refused the labels: "
-                              f"{assertion_text(e.message)}") from None
-
-    def sample(self, num, seed, temperature, labels=None):
-        # Batch k of a request larger than max_batch is drawn with seed + k.
-        tf, sign = self.tf, self.loaded.signatures["sample"]
-        parts = self._run([
-            lambda k=k, start=start, stop=stop: sign(
-                num_samples=tf.constant(stop - start, tf.int32),
-                seed=tf.constant(seed + k, tf.int64),
-                temperature=tf.constant(temperature, tf.float32),
-                **self._labels(labels, start, stop))["images"]
-            for k, (start, stop) in enumerate(self._batches(num))], labels)
-        return np.concatenate(parts) if parts else np.zeros((0, *self.image_shape), np.uint8)
-
-    def complete(self, images, known_pixels, seed, temperature, labels=None):
-        tf, sign = self.tf, self.loaded.signatures["complete"]
-        parts = self._run([
-            lambda k=k, start=start, stop=stop: sign(
-                images=tf.constant(images[start:stop].astype(np.uint8)),
-                known_pixels=tf.constant(known_pixels, tf.int32),
-                seed=tf.constant(seed + k, tf.int64),
-                temperature=tf.constant(temperature, tf.float32),
-                **self._labels(labels, start, stop))["images"]
-            for k, (start, stop) in enumerate(self._batches(len(images)))], labels)
-        return np.concatenate(parts)
-
-
-def assertion_text(message):
-    """The message of a failed in-graph check ("assertion failed: [labels must be < 3] ...")
-    from an error's text, or its last line that says anything."""
-    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
-    for line in lines:
-        if line.startswith("assertion failed: ["):
-            return line[len("assertion failed: ["):].split("]", 1)[0].strip()
-    useful = [line for line in lines if not line.startswith(
-        ("Graph execution error", "Detected at node", "<stack traces", "[["))]
-    return (useful or lines or ["invalid argument"])[-1]
-
-
-# --------------------------------------------------------------------------------------------
-# Inputs and pictures
-
-
-def load_images(path, key, image_shape, levels):
-    """Integer images from an .npz file (never unpickled) -> uint8 [N, H, W, C] (int32 for
-    more than 256 levels)."""
-    if not os.path.isfile(path):
-        raise SampleError(f"--complete {path}: no such file")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            keys = list(archive.keys())
-            if key is None:
-                if len(keys) == 1:
-                    key = keys[0]
-                elif "images" in keys:
-                    key = "images"
-                else:
-                    raise SampleError(f"--complete {path} holds arrays {keys}; pick one with "
-                                      "--key")
-            if key not in keys:
-                raise SampleError(f"--complete {path} has no array {key!r} (has {keys})")
-            images = archive[key]
-    except SampleError:
-        raise
-    except Exception as e:
-        raise SampleError(f"--complete {path}: not a readable .npz file ({e})") from None
-    where = f"--complete {path}[{key}]"
-    if not (images.dtype.kind in "iu" or images.dtype == bool):
-        raise SampleError(f"{where} has dtype {images.dtype}; expected integer pixel levels")
-    if images.ndim == 3 and image_shape[2] == 1:
-        images = images[..., None]
-    if images.ndim != 4 or tuple(images.shape[1:]) != tuple(image_shape):
-        raise SampleError(f"{where} has shape {images.shape}; the model takes "
-                          f"[N, {', '.join(map(str, image_shape))}]")
-    if len(images) == 0:
-        raise SampleError(f"{where} holds no images")
-    low, high = int(images.min()), int(images.max())
-    if low < 0 or high >= levels:
-        raise SampleError(f"{where} has values {low}..{high}; the model takes [0, {levels})")
-    return images.astype(np.uint8 if levels <= 256 else np.int32)
-
-
-def load_labels(path, key, count):
-    """The label array of an .npz file of `count` images: `key`, or "labels" if the file
-    has it (None if not) -> int64 [count]."""
-    explicit = key is not None
-    key = key or "labels"
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            keys = list(archive.keys())
-            if key not in keys:
-                if explicit:
-                    raise SampleError(f"--label-key: --complete {path} has no array {key!r} "
-                                      f"(has {keys})")
-                return None
-            labels = archive[key]
-    except SampleError:
-        raise
-    except Exception as e:
-        raise SampleError(f"--complete {path}: not a readable .npz file ({e})") from None
-    where = f"--complete {path}[{key}]"
-    if not (labels.dtype.kind in "iu" and labels.ndim == 1):
-        raise SampleError(f"{where} has dtype {labels.dtype} and shape {labels.shape}; "
-                          "expected integer labels [N], one per image")
-    if len(labels) != count:
-        raise SampleError(f"{where} holds {len(labels)} labels for {count} images; expected "
-                          "one per image")
-    return labels.astype(np.int64)
-
-
-def check_labels(labels, num_classes, where):
-    """labels int [N] against a model of `num_classes` classes (None: unknown, the
-    export's own checks judge them) -> int32 [N]."""
-    labels = np.asarray(labels, np.int64)
-    high = num_classes or 2**31 - 1
-    bad = labels[(labels < 0) | (labels >= high)]
-    if bad.size:
-        allowed = f"[0, {num_classes}) (the model has {num_classes} classes)" if num_classes \
-            else "[0, 2**31 - 1)"
-        raise SampleError(f"{where}: labels must lie in {allowed}, got {int(bad[0])}")
-    return labels.astype(np.int32)
-
-
-def describe_labels(labels, limit=16):
-    shown = ",".join(str(int(label)) for label in labels[:limit])
-    return shown + (",..." if len(labels) > limit else "")
+# Pictures and output files
 
 
 def completion_grid(originals, completions, known_rows, levels, zoom):
@@ -390,95 +191,6 @@ def build_parser():
                         help="class-conditional model with --complete: the label array of the "
                              "npz file (default: 'labels', if it has one)")
     return parser
-
-
-def make_sampler(args):
-    from pixelrnn_tf.workdir import TrainingError, load_model
-
-    if args.saved_model:
-        return SavedModelSampler(args.saved_model, args.levels)
-    if args.preset is not None:
-        from pixelrnn_tf.presets import load_preset
-
-        return ModelSampler(load_preset(args.preset), args.method)
-    if args.workdir is not None and not os.path.isdir(args.workdir):
-        raise SampleError(f"--workdir {args.workdir}: no such directory")
-    if args.keras_model is not None and not os.path.isfile(args.keras_model):
-        raise SampleError(f"--keras-model {args.keras_model}: no such file")
-    try:
-        model = load_model(args.workdir or args.keras_model, args.checkpoint)
-    except (TrainingError, OSError, ValueError) as e:
-        # A .keras file's errors start with its path: name the flag, as for a missing file.
-        prefix = "" if args.workdir is not None else "--keras-model "
-        raise SampleError(f"{prefix}{first_line(e)}") from None
-    return ModelSampler(model, args.method)
-
-
-def check_label_flags(args, sampler):
-    """The label flags against the model: an unconditional model takes none."""
-    if sampler.num_classes == 0:
-        given = [flag for flag, value in (("--labels", args.labels),
-                                          ("--per-class", args.per_class),
-                                          ("--label-key", args.label_key)) if value is not None]
-        if given:
-            raise SampleError(f"{given[0]} needs a class-conditional model; this one is "
-                              "unconditional (num_classes=0)")
-
-
-def conditional_text(num_classes):
-    """'this model is class-conditional (K classes)', K left out when unknown."""
-    return "this model is class-conditional" + (f" ({num_classes} classes)" if num_classes
-                                                else "")
-
-
-def sample_labels(args, sampler):
-    """(labels int32 [num] or None, num, grid columns) of a sampling run."""
-    num_classes = sampler.num_classes
-    if num_classes == 0:
-        return None, args.num or 16, args.columns or 8
-    if args.per_class is not None:
-        if num_classes is None:
-            raise SampleError("--per-class needs the number of classes, which this export "
-                              "does not record (no pixelrnn_tf metadata); pass --labels")
-        labels = np.repeat(np.arange(num_classes), args.per_class)
-        if args.num is not None and args.num != len(labels):
-            raise SampleError(f"--per-class {args.per_class} draws {len(labels)} samples "
-                              f"({num_classes} classes) but --num is {args.num}; leave out "
-                              "--num")
-        return labels.astype(np.int32), len(labels), args.columns or args.per_class
-    if args.labels is None:
-        raise SampleError(f"{conditional_text(num_classes)}: "
-                          "pass --labels L,L,... (one per sample) or --per-class N")
-    if args.num is not None and args.num != len(args.labels):
-        raise SampleError(f"--labels gives {len(args.labels)} labels but --num is {args.num}: "
-                          "give one label per sample (or leave out --num)")
-    return (check_labels(args.labels, num_classes, "--labels"), len(args.labels),
-            args.columns or 8)
-
-
-def completion_labels(args, sampler, images):
-    """(images, labels int32 or None) of a completion run: images [N, ...] from the file."""
-    num_classes = sampler.num_classes
-    if num_classes == 0:
-        return images[: args.num or 16], None
-    if args.labels is not None:
-        count = len(args.labels)
-        if args.num is not None and args.num != count:
-            raise SampleError(f"--labels gives {count} labels but --num is {args.num}: give "
-                              "one label per image (or leave out --num)")
-        if count > len(images):
-            raise SampleError(f"--labels gives {count} labels but --complete {args.complete} "
-                              f"holds {len(images)} images")
-        return images[:count], check_labels(args.labels, num_classes, "--labels")
-    labels = load_labels(args.complete, args.label_key, len(images))
-    if labels is None:
-        raise SampleError(
-            f"{conditional_text(num_classes)}: pass --labels "
-            f"L,L,... (one per image) or a label array in --complete {args.complete} "
-            "(--label-key KEY; default 'labels')")
-    count = args.num or 16
-    where = f"--complete {args.complete}[{args.label_key or 'labels'}]"
-    return images[:count], check_labels(labels[:count], num_classes, where)
 
 
 def run(args):

@@ -155,7 +155,7 @@ def evaluate(args, saved) -> int:
     """--evaluate SPLIT: scores a checkpoint (or, with --preset, a pretrained model) and
     prints the result."""
     from pixelrnn_tf.config import ConfigError
-    from pixelrnn_tf.trainer import evaluate
+    from pixelrnn_tf.evaluation import evaluate
     from pixelrnn_tf.workdir import TrainingError
 
     if args.stop_at_step is not None:
