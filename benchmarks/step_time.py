@@ -1,6 +1,6 @@
 """Median train-step time (forward + backward + RMSProp update) per architecture.
 
-    python benchmarks/step_time.py [--configs all|mnist|colour] [--steps 20] [--batch 16]
+    python benchmarks/step_time.py [--configs mnist,colour|cifar|all] [--steps 20] [--batch 16]
                                    [--architectures row_lstm,diagonal_bilstm,pixelcnn]
                                    [--jit off,on] [--layers 1,7] [--threads N]
 
@@ -30,7 +30,11 @@ from pixelrnn_tf import ARCHITECTURES, PixelRNN, flops
 CONFIGS = {
     "mnist": dict(image_shape=(28, 28, 1), levels=2, num_layers=7, hidden_dim=16),
     "colour": dict(image_shape=(32, 32, 3), levels=256, num_layers=4, hidden_dim=32),
+    # The CIFAR-size model of issue 20 (paper's CIFAR-10 width): ~10 s a step on 2 cores,
+    # so only on request (--configs cifar or all).
+    "cifar": dict(image_shape=(32, 32, 3), levels=256, num_layers=12, hidden_dim=128),
 }
+DEFAULT_CONFIGS = "mnist,colour"
 JIT_MODES = {"off": False, "on": True}
 
 
@@ -98,7 +102,8 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=20, help="timed steps per row")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--architectures", default=",".join(ARCHITECTURES))
-    parser.add_argument("--configs", default="all", help="'mnist', 'colour' or 'all'")
+    parser.add_argument("--configs", default=DEFAULT_CONFIGS,
+                        help=f"comma-separated subset of {', '.join(CONFIGS)}, or 'all'")
     parser.add_argument("--jit", default="off,on", help="'off', 'on' or 'off,on'")
     parser.add_argument("--layers", default="",
                         help="comma-separated layer counts to time instead of each "
