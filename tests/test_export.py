@@ -80,22 +80,27 @@ def images_for(n, seed=1):
 
 def test_signatures_without_the_project_and_in_a_tf1_session(exported, tmp_path):
     """Every signature through tf.saved_model.load in a process without this project, then
-    good and bad requests through a TF1 session callable, which (like TF Serving's C++
-    Session::Run) does not check feeds against the signature: the in-graph checks must
-    answer InvalidArgument instead of aborting the process."""
+    good and bad requests to every signature through a TF1 session callable, which (like TF
+    Serving's C++ Session::Run) does not check feeds against the signature: the in-graph
+    checks must answer InvalidArgument instead of aborting the process."""
     model, path = exported
     images = images_for(2)
     write_requests(tmp_path, images)
     script = NO_PROJECT + call_every_signature(path, KNOWN) + textwrap.dedent(f"""
         images = inputs["images"]
         good = dict(images=images, known_pixels=np.int32({KNOWN}), seed=np.int64({SEED}),
-                    temperature=np.float32({TEMPERATURE}), num_samples=np.int32({NUM_SAMPLES}))
+                    temperature=np.float32({TEMPERATURE}), num_samples=np.int32({NUM_SAMPLES}),
+                    examples=np.array(examples, object))
+        # an example whose image is 10 bytes: the in-graph size check must answer
+        short = tf.train.Example(features=tf.train.Features(feature={{"image": tf.train.Feature(
+            bytes_list=tf.train.BytesList(value=[b"\\x01" * 10]))}})).SerializeToString()
         cases = [
             ("serving_default", "images", images[0]),         # no batch dimension
             ("serving_default", "images", images[:, :3]),     # wrong height
             ("serving_default", "images", images[..., None]),  # rank 5
             ("complete", "images", images[0]),
             ("complete", "seed", np.array([1], np.int64)),
+            ("serve_examples", "examples", np.array([short], object)),
             ("sample", "num_samples", np.array([2, 2], np.int32)),
             ("sample", "temperature", np.array([[1.0]], np.float32)),
         ]
@@ -106,10 +111,10 @@ def test_signatures_without_the_project_and_in_a_tf1_session(exported, tmp_path)
     assert result.returncode == 0, f"process died ({result.returncode}): {result.stderr[-3000:]}"
     assert "done" in result.stdout
     assert "ACCEPTED" not in result.stdout, result.stdout
-    assert result.stdout.count("rejected") == 7, result.stdout
+    assert result.stdout.count("rejected") == 8, result.stdout
     assert_saved_outputs_match(model, tmp_path, want)
-    for name, key in (("serving_default", "log_prob"), ("sample", "images"),
-                      ("complete", "images")):
+    for name, key in (("serving_default", "log_prob"), ("serve_examples", "log_prob"),
+                      ("sample", "images"), ("complete", "images")):
         assert_outputs_match(model, {key: np.load(tmp_path / f"tf1_{name}.npy")},
                              {key: want[name][key]}, f"TF1 session {name}")
 
@@ -122,8 +127,8 @@ def test_signatures_without_the_project_and_in_a_tf1_session(exported, tmp_path)
 ])
 def test_saved_model_cli_runs_every_signature(exported, tmp_path, signature):
     """saved_model_cli runs the SavedModel through the TF1 loader TF Serving uses
-    (serve_examples here: the TF1-session test above runs the same loader on the others;
-    `make test-all` runs all four here)."""
+    (serve_examples in the default run: the TF1-session test above runs the same loader on
+    every signature; `make test-all` runs all four here)."""
     model, path = exported
     images = images_for(2)
     got = run_saved_model_cli(path, signature, images, KNOWN, tmp_path)
