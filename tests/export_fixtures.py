@@ -4,7 +4,9 @@ saved_model_cli, and the outputs compared with the in-memory model."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -38,10 +40,33 @@ def randomize_weights(model, seed=0):
 
 
 def run_process(args, cwd, timeout=300):
+    with process_in_background(args, cwd, timeout) as finish:
+        return finish()
+
+
+@contextlib.contextmanager
+def process_in_background(args, cwd, timeout=300):
+    """Starts `args` (in `cwd`, without PYTHONPATH, killed after `timeout` s) and yields a
+    function that waits for it and returns its subprocess.CompletedProcess; leaving the block
+    earlier kills it. A test computes its expected values meanwhile: the process's TensorFlow
+    import and SavedModel loading take the other core."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     env.pop("PYTHONPATH", None)
-    return subprocess.run(["timeout", "-k", "10", str(timeout), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    # `timeout` runs the command in its own process group: killing that group ends both.
+    process = subprocess.Popen(["timeout", "-k", "10", str(timeout), *args], cwd=cwd, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def finish():
+        stdout, stderr = process.communicate()
+        return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+    try:
+        yield finish
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
 
 
 def random_images(n, shape, levels, seed=1):

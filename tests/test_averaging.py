@@ -72,8 +72,9 @@ def test_averaged_run_exports_for_serving(trained, tmp_path, capsys):
     run, _ = trained
     out = str(tmp_path / "avg")
     assert run_main(train.main, ["--workdir", out, "--average-from", run], capsys)[0] == 0
+    # --no-verify: export.py's own check would score as below.
     code, _, err = run_main(export.main, ["--workdir", out, "--export-base",
-                                          tmp_path / "exports"], capsys)
+                                          tmp_path / "exports", "--no-verify"], capsys)
     assert code == 0, err
     images = np.arange(2 * 8 * 8).reshape(2, 8, 8, 1).astype(np.uint8) % 17
     served = tf.saved_model.load(str(tmp_path / "exports" / "1"))

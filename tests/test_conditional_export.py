@@ -2,7 +2,7 @@
 labels inputs and the classify signature) against an explicit table, an unconditional export's
 SignatureDefs exactly as before, scores / classify / draws against the in-memory model, label
 validation inside the graph, and every signature in a process without this project, through
-the TF1 session loader TF Serving uses and through saved_model_cli.
+the TF1 session loader TF Serving uses and (slow) through saved_model_cli.
 
 Draws are compared with `draws.assert_same_draws`, which recomputes a differing sub-pixel's
 scores from the model's forward pass; its `conditioning` argument takes the per-block maps the
@@ -25,8 +25,8 @@ from draws import assert_same_draws
 from export_fixtures import (
     ASSERT_NO_PROJECT_LOADED,
     NO_PROJECT,
+    process_in_background,
     random_images,
-    run_process,
     run_saved_model_cli_inputs,
     signature_defs,
     tf1_session_requests,
@@ -386,7 +386,9 @@ def test_signatures_without_the_project_and_in_a_tf1_session(exported, tmp_path)
             ("classify", "images", images[0]),                                # no batch dim
         ]
     """) + tf1_session_requests(path) + ASSERT_NO_PROJECT_LOADED
-    result = run_process([sys.executable, "-c", script], tmp_path)
+    with process_in_background([sys.executable, "-c", script], tmp_path) as finish:
+        want = expected(model, images)
+        result = finish()
     assert result.returncode == 0 and "done" in result.stdout, result.stderr[-3000:]
     rejected = [line for line in result.stdout.splitlines() if line.startswith("rejected")]
     assert "ACCEPTED" not in result.stdout and len(rejected) == 9, result.stdout
@@ -394,7 +396,6 @@ def test_signatures_without_the_project_and_in_a_tf1_session(exported, tmp_path)
         assert "label" in line.split(" ", 3)[3], line
     assert "images" in rejected[-1], rejected[-1]
 
-    want = expected(model, images)
     outputs = np.load(tmp_path / "outputs.npz")
     for name, values in want.items():
         assert_matches(model, {key: outputs[f"{name}/{key}"] for key in values}, values, name)
@@ -404,16 +405,12 @@ def test_signatures_without_the_project_and_in_a_tf1_session(exported, tmp_path)
         assert_matches(model, {key: tf1[name]}, {key: want[name][key]}, f"TF1 {name}")
 
 
-@pytest.mark.parametrize("signature", [
-    "classify",
-    pytest.param("sample", marks=pytest.mark.slow),
-    pytest.param("complete", marks=pytest.mark.slow),
-    pytest.param("serving_default", marks=pytest.mark.slow),
-])
+@pytest.mark.slow  # the TF1-session test above runs the same loader on every signature;
+# so does saved_model_cli on a single-scale export in the default run (test_export.py)
+@pytest.mark.parametrize("signature", ["classify", "sample", "complete", "serving_default"])
 def test_saved_model_cli_runs_the_conditional_signatures(exported, tmp_path, signature):
-    """saved_model_cli runs the export through the TF1 loader TF Serving uses (classify here;
-    the TF1-session test above runs the same loader on every signature; `make test-all` runs
-    the others here too)."""
+    """saved_model_cli runs the export through the TF1 loader TF Serving uses (`make
+    test-all`; the TF1-session test above runs the same loader in the default run)."""
     model, path = exported
     images = images_for(3)
     draws = dict(seed=np.array(SEED, np.int64), temperature=np.array(TEMPERATURE, np.float32),

@@ -88,7 +88,7 @@ def assert_no_files(directory):
 
 
 @pytest.mark.parametrize("source", SOURCES)
-def test_per_class_and_labels(models, source, tmp_path, capsys):
+def test_per_class_and_labels(models, source, tmp_path, capsys, load_each_saved_model_once):
     from PIL import Image
 
     model = models["model"]
@@ -131,7 +131,7 @@ def test_per_class_and_labels(models, source, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("source", SOURCES)
-def test_labelled_completions(models, source, tmp_path, capsys):
+def test_labelled_completions(models, source, tmp_path, capsys, load_each_saved_model_once):
     model = models["model"]
     images = random_images(3, SHAPE, LEVELS, seed=2)
     file_labels = np.array([1, 0, 2])
@@ -165,7 +165,7 @@ def test_labelled_completions(models, source, tmp_path, capsys):
                      source)
 
 
-def test_errors_leave_no_files(models, tmp_path, capsys):
+def test_errors_leave_no_files(models, tmp_path, capsys, load_each_saved_model_once):
     images = random_images(3, SHAPE, LEVELS, seed=2)
     np.savez(tmp_path / "unlabelled.npz", images=images)
     np.savez(tmp_path / "short.npz", images=images, labels=np.array([0, 1]))

@@ -142,24 +142,32 @@ def test_verify_manifest_lies(dataset_copy, capsys):
     assert len(problems) == 1 and "not valid JSON" in problems[0]
 
 
-def test_cli_subprocess_errors_are_one_line(dataset_copy, tmp_path):
-    """Through a real `python -m data_prep`: no traceback, no TF log noise."""
-    d = dataset_copy()
-    _shard(d, 1).write_bytes(_shard(d, 1).read_bytes()[:100])
+def run_data_prep(*args):
+    """Runs a real `python -m data_prep ARGS` with TensorFlow's logging at its default."""
     env = dict(os.environ)
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)
     env.pop("TF_ENABLE_ONEDNN_OPTS", None)
-    r = subprocess.run([sys.executable, "-m", "data_prep", "verify", str(d)], cwd=fx.ROOT,
-                       env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 1
-    lines = r.stderr.strip().splitlines()
-    assert all(ln.startswith(str(_shard(d, 1))) for ln in lines[:-1]), r.stderr
-    assert lines[-1].startswith("verify:")
+    return subprocess.run([sys.executable, "-m", "data_prep", *map(str, args)], cwd=fx.ROOT,
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_subprocess_error_is_one_line(tmp_path):
+    """Through a real `python -m data_prep`: one line, no traceback, no TF log noise."""
     out = tmp_path / "o"
-    r = subprocess.run([sys.executable, "-m", "data_prep", "convert",
-                        f"npz:{tmp_path / 'missing.npz'}", "--out", str(out)], cwd=fx.ROOT,
-                       env=env, capture_output=True, text=True, timeout=300)
+    r = run_data_prep("convert", f"npz:{tmp_path / 'missing.npz'}", "--out", out)
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == [
         f"data_prep: error: {tmp_path / 'missing.npz'}: no such file or directory"]
     assert not out.exists()
+
+
+@pytest.mark.slow  # another TF process; the in-process verify tests check the same lines
+def test_cli_subprocess_verify_problems(dataset_copy):
+    """Through a real `python -m data_prep verify`: one line per problem and the summary."""
+    d = dataset_copy()
+    _shard(d, 1).write_bytes(_shard(d, 1).read_bytes()[:100])
+    r = run_data_prep("verify", d)
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert all(ln.startswith(str(_shard(d, 1))) for ln in lines[:-1]), r.stderr
+    assert lines[-1].startswith("verify:")

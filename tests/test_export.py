@@ -20,14 +20,19 @@ from draws import assert_same_draws
 from export_fixtures import (
     ASSERT_NO_PROJECT_LOADED,
     NO_PROJECT,
+    NUM_SAMPLES,
+    SEED,
+    TEMPERATURE,
     assert_outputs_match,
     assert_saved_outputs_match,
     call_every_signature,
     expected_outputs,
+    process_in_background,
     random_images,
     randomize_weights,
     run_process,
     run_saved_model_cli,
+    signature_defs,
     tf1_session_requests,
     write_requests,
 )
@@ -44,6 +49,15 @@ def make_model(seed=0):
                      hidden_dim=6, output_dim=12, first_kernel=3)
     model.build()
     return randomize_weights(model, seed)
+
+
+def make_quick_model():
+    """A PixelCNN of the module's image shape, for the tests of files and errors: the
+    architecture does not show in them, and PixelCNN exports quickest."""
+    model = PixelRNN("pixelcnn", image_shape=SHAPE, levels=LEVELS, num_layers=1, hidden_dim=3,
+                     output_dim=12, first_kernel=3)
+    model.build()
+    return randomize_weights(model)
 
 
 @pytest.fixture(scope="module")
@@ -64,53 +78,62 @@ def images_for(n, seed=1):
     return random_images(n, SHAPE, LEVELS, seed)
 
 
-def test_signatures_in_a_process_without_the_project(exported, tmp_path):
+def test_signatures_without_the_project_and_in_a_tf1_session(exported, tmp_path):
+    """Every signature through tf.saved_model.load in a process without this project, then
+    good and bad requests to every signature through a TF1 session callable, which (like TF
+    Serving's C++ Session::Run) does not check feeds against the signature: the in-graph
+    checks must answer InvalidArgument instead of aborting the process."""
     model, path = exported
     images = images_for(2)
     write_requests(tmp_path, images)
-    script = NO_PROJECT + call_every_signature(path, KNOWN) + ASSERT_NO_PROJECT_LOADED
-    result = run_process([sys.executable, "-c", script], tmp_path)
-    assert result.returncode == 0 and "done" in result.stdout, result.stderr[-3000:]
-    assert_saved_outputs_match(model, tmp_path, expected_outputs(model, images, KNOWN))
-
-
-def test_saved_model_cli_runs_every_signature(exported, tmp_path):
-    """saved_model_cli runs the SavedModel through the TF1 loader TF Serving uses."""
-    model, path = exported
-    images = images_for(2)
-    want = expected_outputs(model, images, KNOWN)
-    for signature in want:
-        got = run_saved_model_cli(path, signature, images, KNOWN, tmp_path)
-        assert_outputs_match(model, got, want[signature], f"saved_model_cli {signature}")
-
-
-def test_cpp_session_rejects_bad_shapes_without_crashing(exported, tmp_path):
-    """Feeds bad tensors through a TF1 session callable, which (like TF Serving's C++
-    Session::Run) does not check them against the signature: the in-graph checks must
-    answer InvalidArgument instead of aborting the process."""
-    _, path = exported
-    np.save(tmp_path / "images.npy", images_for(2))
-    script = NO_PROJECT + textwrap.dedent("""
-        images = np.load("images.npy")
-        good = dict(images=images, known_pixels=np.int32(3), seed=np.int64(1),
-                    temperature=np.float32(1), num_samples=np.int32(2))
+    script = NO_PROJECT + call_every_signature(path, KNOWN) + textwrap.dedent(f"""
+        images = inputs["images"]
+        good = dict(images=images, known_pixels=np.int32({KNOWN}), seed=np.int64({SEED}),
+                    temperature=np.float32({TEMPERATURE}), num_samples=np.int32({NUM_SAMPLES}),
+                    examples=np.array(examples, object))
+        # an example whose image is 10 bytes: the in-graph size check must answer
+        short = tf.train.Example(features=tf.train.Features(feature={{"image": tf.train.Feature(
+            bytes_list=tf.train.BytesList(value=[b"\\x01" * 10]))}})).SerializeToString()
         cases = [
             ("serving_default", "images", images[0]),         # no batch dimension
             ("serving_default", "images", images[:, :3]),     # wrong height
             ("serving_default", "images", images[..., None]),  # rank 5
             ("complete", "images", images[0]),
             ("complete", "seed", np.array([1], np.int64)),
+            ("serve_examples", "examples", np.array([short], object)),
             ("sample", "num_samples", np.array([2, 2], np.int32)),
             ("sample", "temperature", np.array([[1.0]], np.float32)),
         ]
-    """) + tf1_session_requests(path) + textwrap.dedent("""
-        print("survived")
-    """)
-    result = run_process([sys.executable, "-c", script], tmp_path)
+    """) + tf1_session_requests(path) + ASSERT_NO_PROJECT_LOADED
+    with process_in_background([sys.executable, "-c", script], tmp_path) as finish:
+        want = expected_outputs(model, images, KNOWN)
+        result = finish()
     assert result.returncode == 0, f"process died ({result.returncode}): {result.stderr[-3000:]}"
-    assert "survived" in result.stdout
+    assert "done" in result.stdout
     assert "ACCEPTED" not in result.stdout, result.stdout
-    assert result.stdout.count("rejected") == 7, result.stdout
+    assert result.stdout.count("rejected") == 8, result.stdout
+    assert_saved_outputs_match(model, tmp_path, want)
+    for name, key in (("serving_default", "log_prob"), ("serve_examples", "log_prob"),
+                      ("sample", "images"), ("complete", "images")):
+        assert_outputs_match(model, {key: np.load(tmp_path / f"tf1_{name}.npy")},
+                             {key: want[name][key]}, f"TF1 session {name}")
+
+
+@pytest.mark.parametrize("signature", [
+    "serve_examples",
+    pytest.param("serving_default", marks=pytest.mark.slow),
+    pytest.param("sample", marks=pytest.mark.slow),
+    pytest.param("complete", marks=pytest.mark.slow),
+])
+def test_saved_model_cli_runs_every_signature(exported, tmp_path, signature):
+    """saved_model_cli runs the SavedModel through the TF1 loader TF Serving uses
+    (serve_examples in the default run: the TF1-session test above runs the same loader on
+    every signature; `make test-all` runs all four here)."""
+    model, path = exported
+    images = images_for(2)
+    got = run_saved_model_cli(path, signature, images, KNOWN, tmp_path)
+    assert_outputs_match(model, got, expected_outputs(model, images, KNOWN)[signature],
+                         f"saved_model_cli {signature}")
 
 
 @pytest.mark.slow
@@ -274,7 +297,8 @@ def test_write_saved_model_is_atomic_and_refuses_to_overwrite(exported, tmp_path
 
     target = tmp_path / "base" / "1"
     with pytest.raises(AssertionError, match="check failed"):
-        serving.write_saved_model(model, target, examples=False, verify=failing_check)
+        serving.write_saved_model(make_quick_model(), target, examples=False,
+                                  verify=failing_check)
     assert os.listdir(tmp_path / "base") == []  # neither the version nor a temporary dir
     metadata = serving.read_metadata(path)
     assert metadata["image_shape"] == list(SHAPE) and metadata["levels"] == LEVELS
@@ -310,11 +334,13 @@ def test_export_cli_from_a_training_workdir(workdir, tmp_path, capsys):
                               capsys)
     assert code == 0, err
     assert sorted(os.listdir(base)) == ["1"]
+    # --no-verify: export.py's check ran on version 1.
     code, _, err = run_main(export_cli.main, ["--workdir", workdir, "--checkpoint", "latest",
-                                              "--export-base", base, "--no-examples"], capsys)
+                                              "--export-base", base, "--no-examples",
+                                              "--no-verify"], capsys)
     assert code == 0, err
     assert sorted(os.listdir(base)) == ["1", "2"]  # the next version; nothing else left
-    assert "serve_examples" not in tf.saved_model.load(str(base / "2")).signatures
+    assert sorted(signature_defs(base / "2")) == sorted(serving.SIGNATURES)  # no examples
     code, _, err = run_main(export_cli.main, ["--workdir", workdir, "--export-base", base,
                                               "--version", "1"], capsys)
     assert code == 1 and "already exists" in err and len(err.strip().splitlines()) == 1
@@ -328,10 +354,9 @@ def test_export_cli_from_a_training_workdir(workdir, tmp_path, capsys):
     assert meta["image_shape"] == list(final.image_shape)
 
 
-def test_export_cli_bad_input(exported, tmp_path, capsys):
-    model, _ = exported
+def test_export_cli_bad_input(tmp_path, capsys):
     keras_file = tmp_path / "model.keras"
-    model.save(keras_file)
+    make_quick_model().save(keras_file)
     base_file = tmp_path / "a_file"
     base_file.write_text("x")
     (tmp_path / "not_a_model.keras").write_text("garbage")
@@ -357,7 +382,7 @@ def test_export_cli_bad_input(exported, tmp_path, capsys):
     assert code == 0 and os.listdir(tmp_path / "ok") == ["7"], err
 
 
-def test_sample_cli(exported, tmp_path, capsys):
+def test_sample_cli(exported, tmp_path, capsys, load_each_saved_model_once):
     from PIL import Image
 
     model, path = exported

@@ -1,7 +1,7 @@
 """The SavedModel of a Multi-Scale PixelRNN: the same signatures as a single-scale export (a
 TF Serving client cannot tell them apart), every signature in a process without this project,
-through saved_model_cli and the TF1 session loader, likelihood terms in the model's own pixel
-order, cached and naive exports, and export.py / the sample CLI on a .keras file."""
+through the TF1 session loader and (slow) saved_model_cli, likelihood terms in the model's own
+pixel order, cached and naive exports, and export.py / the sample CLI on a .keras file."""
 
 import json
 import os
@@ -30,9 +30,9 @@ from export_fixtures import (
     assert_saved_outputs_match,
     call_every_signature,
     expected_outputs,
+    process_in_background,
     random_images,
     randomize_weights,
-    run_process,
     run_saved_model_cli,
     tf1_session_requests,
     write_requests,
@@ -105,47 +105,50 @@ def test_same_signatures_as_a_single_scale_export(exported, tmp_path):
 
 
 def test_signatures_without_the_project_and_in_a_tf1_session(exported, tmp_path):
-    """Every signature through tf.saved_model.load, then the good and bad requests through a
-    TF1 session callable, which (like TF Serving's C++ Session::Run) does not check feeds
-    against the signature: the in-graph checks must answer InvalidArgument."""
+    """Every signature through tf.saved_model.load, then good and bad requests to every
+    signature through a TF1 session callable, which (like TF Serving's C++ Session::Run)
+    does not check feeds against the signature: the in-graph checks must answer
+    InvalidArgument."""
     model, path = exported
     images = images_for(2)
     write_requests(tmp_path, images, shape_features=False)  # only the image feature
     script = NO_PROJECT + call_every_signature(path, KNOWN) + textwrap.dedent(f"""
         images = inputs["images"]
         good = dict(images=images, known_pixels=np.int32({KNOWN}), seed=np.int64({SEED}),
-                    temperature=np.float32({TEMPERATURE}), num_samples=np.int32({NUM_SAMPLES}))
+                    temperature=np.float32({TEMPERATURE}), num_samples=np.int32({NUM_SAMPLES}),
+                    examples=np.array(examples, object))
+        # an example whose image is 10 bytes: the in-graph size check must answer
+        short = tf.train.Example(features=tf.train.Features(feature={{"image": tf.train.Feature(
+            bytes_list=tf.train.BytesList(value=[b"\\x01" * 10]))}})).SerializeToString()
         cases = [
             ("serving_default", "images", images[0]),         # no batch dimension
             ("serving_default", "images", images[:, :3]),     # wrong height
             ("complete", "images", images[0]),
             ("complete", "known_pixels", np.int32({N * N + 1})),
+            ("serve_examples", "examples", np.array([short], object)),
             ("sample", "num_samples", np.array([2, 2], np.int32)),
             ("sample", "temperature", np.float32(0)),
         ]
     """) + tf1_session_requests(path) + ASSERT_NO_PROJECT_LOADED
-    result = run_process([sys.executable, "-c", script], tmp_path)
+    with process_in_background([sys.executable, "-c", script], tmp_path) as finish:
+        want = expected_outputs(model, images, KNOWN)
+        result = finish()
     assert result.returncode == 0 and "done" in result.stdout, result.stderr[-3000:]
-    assert "ACCEPTED" not in result.stdout and result.stdout.count("rejected") == 6, \
+    assert "ACCEPTED" not in result.stdout and result.stdout.count("rejected") == 7, \
         result.stdout
-    want = expected_outputs(model, images, KNOWN)
     assert_saved_outputs_match(model, tmp_path, want)
-    for name, key in (("serving_default", "log_prob"), ("sample", "images"),
-                      ("complete", "images")):
+    for name, key in (("serving_default", "log_prob"), ("serve_examples", "log_prob"),
+                      ("sample", "images"), ("complete", "images")):
         assert_outputs_match(model, {key: np.load(tmp_path / f"tf1_{name}.npy")},
                              {key: want[name][key]}, f"TF1 session {name}")
 
 
-@pytest.mark.parametrize("signature", [
-    "complete",
-    pytest.param("serving_default", marks=pytest.mark.slow),
-    pytest.param("serve_examples", marks=pytest.mark.slow),
-    pytest.param("sample", marks=pytest.mark.slow),
-])
+@pytest.mark.slow  # the TF1-session test above runs the same loader; so does saved_model_cli
+# on a single-scale export in the default run (test_export.py)
+@pytest.mark.parametrize("signature", ["complete", "serving_default", "serve_examples", "sample"])
 def test_saved_model_cli_runs_every_signature(exported, tmp_path, signature):
-    """saved_model_cli runs the SavedModel through the TF1 loader TF Serving uses (the
-    TF1-session test above runs the same loader on the others; `make test-all` runs all four
-    here)."""
+    """saved_model_cli runs the SavedModel through the TF1 loader TF Serving uses (`make
+    test-all`; the TF1-session test above runs the same loader in the default run)."""
     model, path = exported
     images = images_for(2)
     got = run_saved_model_cli(path, signature, images, KNOWN, tmp_path)

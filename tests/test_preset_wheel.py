@@ -1,11 +1,13 @@
-"""The pretrained preset travels in the wheel: build it, install it into a fresh venv, load
-`PixelRNN.from_preset` there and score binarized-MNIST test images as the work directory's
-model does.
+"""The pretrained presets travel in the wheel: build it and find each preset's file in it; (slow)
+install it into a fresh venv, load `PixelRNN.from_preset` there and score binarized-MNIST
+test images as the work directory's model does.
 
 The fresh venv sees the project venv's site-packages (TensorFlow, Keras) through a .pth
 file, to avoid downloading TensorFlow. A directory added by a .pth is not scanned for .pth
 files, so the project's editable install stays inactive there: the test checks that
-pixelrnn_tf and the weights are imported from the fresh venv."""
+pixelrnn_tf and the weights are imported from the fresh venv. Without the venv, the default
+run covers loading the preset from the package (test_presets.py: `from_preset` of each
+entry, its file byte for byte the source run's model)."""
 
 import json
 import os
@@ -57,9 +59,11 @@ def run(args, cwd, timeout=600):
     return proc.stdout
 
 
-def build_wheel(tmp_path) -> pathlib.Path:
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> pathlib.Path:
     """The wheel of a copy of the sources (the build writes build/ and *.egg-info)."""
-    source = tmp_path / "source"
+    root = tmp_path_factory.mktemp("wheel")
+    source = root / "source"
     for name in SOURCES:
         if (ROOT / name).is_dir():
             shutil.copytree(ROOT / name, source / name,
@@ -68,12 +72,21 @@ def build_wheel(tmp_path) -> pathlib.Path:
             source.mkdir(exist_ok=True)
             shutil.copy2(ROOT / name, source / name)
     run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-         "--no-index", "--quiet", "--wheel-dir", tmp_path / "dist", source], tmp_path)
-    (wheel,) = (tmp_path / "dist").glob("pixelrnn_tf-*.whl")
-    return wheel
+         "--no-index", "--quiet", "--wheel-dir", root / "dist", source], root)
+    (path,) = (root / "dist").glob("pixelrnn_tf-*.whl")
+    return path
 
 
-def test_the_wheel_ships_the_preset_and_it_scores_like_the_workdir(tmp_path):
+@pytest.mark.parametrize("name", presets.list_presets())
+def test_the_wheel_ships_every_preset(wheel, name):
+    preset = presets.entry(name)
+    member = f"pixelrnn_tf/{presets.WEIGHTS_DIR}/{preset.file}"
+    with zipfile.ZipFile(wheel) as archive:
+        assert archive.read(member) == presets.weights_path(preset).read_bytes()
+
+
+@pytest.mark.slow  # a fresh venv and a process that imports TensorFlow: ~40 s on 2 busy cores
+def test_the_installed_wheel_scores_like_the_workdir(wheel, tmp_path):
     if not TEST_IMAGES.is_file():
         pytest.skip(f"{TEST_IMAGES} is absent (the binarized-MNIST test images)")
     preset = presets.entry(NAME)
@@ -84,11 +97,6 @@ def test_the_wheel_ships_the_preset_and_it_scores_like_the_workdir(tmp_path):
         test = archive["test"]
     images = test[:NUM_IMAGES].reshape(-1, *preset.image_shape).astype(np.int32)
     np.save(tmp_path / "images.npy", images)
-
-    wheel = build_wheel(tmp_path)
-    member = f"pixelrnn_tf/{presets.WEIGHTS_DIR}/{preset.file}"
-    with zipfile.ZipFile(wheel) as archive:
-        assert archive.read(member) == presets.weights_path(preset).read_bytes()
 
     venv = tmp_path / "venv"
     run([sys.executable, "-m", "venv", "--without-pip", venv], tmp_path)  # 5 s less

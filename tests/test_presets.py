@@ -233,8 +233,9 @@ def test_sample_cli_takes_a_preset(tiny, tmp_path, capsys):
 def test_export_cli_takes_a_preset(tiny, tmp_path, capsys):
     model, preset = tiny
     base = tmp_path / "exports"
+    # --no-verify: export.py's own check would score as below.
     code, out, err = run_main(export_cli.main, ["--preset", preset.name, "--export-base", base,
-                                                "--no-examples"], capsys)
+                                                "--no-examples", "--no-verify"], capsys)
     assert code == 0 and out.strip() == f"exported {base / '1'}", err
     images = np.random.default_rng(0).integers(0, 17, (3, 8, 8, 1)).astype(np.uint8)
     got = tf.saved_model.load(str(base / "1")).signatures["serving_default"](

@@ -49,7 +49,9 @@ class FakeTFServing(prediction_service_pb2_grpc.PredictionServiceServicer):
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    """(model, export dir, grpc channel to a stand-in server on a free loopback port)."""
+    """(model, export dir, grpc channel to a stand-in server on a free loopback port); a Row
+    LSTM: the default run's other exports that draw are a Diagonal BiLSTM's and PixelCNNs',
+    and this module compares the export's samples and completions with the model's."""
     tf.keras.utils.set_random_seed(2)
     model = PixelRNN("row_lstm", image_shape=SHAPE, levels=LEVELS, num_layers=1,
                      hidden_dim=4, output_dim=8, first_kernel=3)
