@@ -8,7 +8,8 @@ one) for a few steps on random images of the preset's dataset shape (digits 8x8x
 MNIST 28x28x1 2 levels, CIFAR-10 / ImageNet32 32x32x3 and ImageNet64 64x64x3 with 256 levels),
 written as TFRecords by `data_prep`, so the input pipeline is part of the measurement.
 images/s is the median over the log intervals after the first (which holds tracing and XLA
-compilation), as logged to TensorBoard. Prints a markdown table, with the step's useful GFLOP
+compilation), as logged to TensorBoard; each interval's ms/step follows the row (on a shared
+machine a slow phase of a minute shows there). Prints a markdown table, with the step's useful GFLOP
 (`pixelrnn_tf.flops`), the achieved GFLOP/s and its share of the float32 matmul peak measured
 at the start of the same run.
 """
@@ -70,6 +71,7 @@ def run_one(preset, replicas, jit, steps, log_every, data_dir, workdir):
     results = trainer.run()
     print("RESULT " + json.dumps({
         "images_per_second": results["train_images_per_second"],
+        "intervals": trainer.throughput,
         "jit": use_jit(config, trainer.distribution),
         "parameters": trainer.model.count_params(),
         "batch": config.optimization.batch_size,
@@ -99,8 +101,9 @@ def run_and_print(args, root, preset, shape, levels, data_dir, replicas, jit, pe
           f"{'on' if result['jit'] else 'off'} | {rate:.1f} | "
           f"{1000 * result['batch'] / rate:.0f} | {result['flops'] / 1e9:.2f} | "
           f"{gflops:.1f} | {100 * gflops / peak:.0f}% |", flush=True)
+    intervals = " ".join(f"{1000 * result['batch'] / r:.0f}" for r in result["intervals"][1:])
     print(f"  ({preset}, {replicas} replicas, jit {jit}: {time.perf_counter() - start:.0f} s "
-          "wall)", file=sys.stderr, flush=True)
+          f"wall; ms/step per interval: {intervals})", file=sys.stderr, flush=True)
 
 
 def main():
