@@ -59,7 +59,7 @@ BATCHED_INPUTS = ("images", LABELS_INPUT)  # the inputs with the batch dimension
 
 def _to_array(name, value, dtype):
     array = np.asarray(value)
-    if array.dtype == object or array.dtype.kind not in "biuf":
+    if array.dtype.kind not in "biuf":
         raise ValueError(f"{name} must be numbers, got {array.dtype}")
     if dtype is np.uint8:
         if array.dtype.kind not in "iub":
@@ -264,28 +264,27 @@ def run(args, channel=None):
         out = client.score(_load_images(args.images, args.key), labels)
         for k, (nats, bits) in enumerate(zip(out["log_prob"], out["bits_per_dim"])):
             print(f"image {k}: log p = {nats:.3f} nats, {bits:.4f} bits/dim")
+        what = ", ".join(out)
     elif args.command == "classify":
         out = client.classify(_load_images(args.images, args.key))
         for k, (label, probabilities) in enumerate(zip(out["label"], out["probabilities"])):
             print(f"image {k}: label {label} (p = {probabilities[label]:.4f}), "
                   f"log p(x) = {out['log_prob'][k]:.3f} nats")
+        what = ", ".join(out)
     elif args.command == "sample":
         num = args.num if args.num is not None else (len(labels) if labels is not None else 4)
         if labels is not None and num != len(labels):
             raise ValueError(f"--num {num} but {len(labels)} --labels: give one per sample")
-        images = client.sample(num, args.seed, args.temperature, labels)
-        _write_npz(args.out, images=images)
-        print(f"wrote {len(images)} samples to {args.out}")
-        return
+        out = {"images": client.sample(num, args.seed, args.temperature, labels)}
+        what = f"{len(out['images'])} samples"
     else:
-        images = client.complete(_load_images(args.images, args.key), args.known_pixels,
-                                 args.seed, args.temperature, labels)
-        _write_npz(args.out, images=images)
-        print(f"wrote {len(images)} completions to {args.out}")
-        return
+        out = {"images": client.complete(_load_images(args.images, args.key),
+                                         args.known_pixels, args.seed, args.temperature,
+                                         labels)}
+        what = f"{len(out['images'])} completions"
     if args.out:
         _write_npz(args.out, **out)
-        print(f"wrote {', '.join(out)} to {args.out}")
+        print(f"wrote {what} to {args.out}")
 
 
 def _fail(message):

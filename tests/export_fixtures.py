@@ -150,6 +150,20 @@ def call_every_signature(export_dir, known_pixels):
     """)
 
 
+def good_requests(known_pixels):
+    """Script lines, after `call_every_signature`'s and `write_requests`' files: `images`, the
+    feeds `good` of every signature of an unconditional export, and `short`, a serialized
+    example whose image is 10 bytes (the in-graph size check must answer)."""
+    return textwrap.dedent(f"""
+        images = inputs["images"]
+        good = dict(images=images, known_pixels=np.int32({known_pixels}), seed=np.int64({SEED}),
+                    temperature=np.float32({TEMPERATURE}), num_samples=np.int32({NUM_SAMPLES}),
+                    examples=np.array(examples, object))
+        short = tf.train.Example(features=tf.train.Features(feature={{"image": tf.train.Feature(
+            bytes_list=tf.train.BytesList(value=[b"\\x01" * 10]))}})).SerializeToString()
+    """)
+
+
 def tf1_session_requests(export_dir):
     """Script lines that send requests through a TF1 session, as TF Serving's C++ loader and
     Session::Run do (neither checks feeds against the signature: the in-graph checks must).

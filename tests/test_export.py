@@ -20,13 +20,11 @@ from draws import assert_same_draws
 from export_fixtures import (
     ASSERT_NO_PROJECT_LOADED,
     NO_PROJECT,
-    NUM_SAMPLES,
-    SEED,
-    TEMPERATURE,
     assert_outputs_match,
     assert_saved_outputs_match,
     call_every_signature,
     expected_outputs,
+    good_requests,
     process_in_background,
     random_images,
     randomize_weights,
@@ -86,14 +84,8 @@ def test_signatures_without_the_project_and_in_a_tf1_session(exported, tmp_path)
     model, path = exported
     images = images_for(2)
     write_requests(tmp_path, images)
-    script = NO_PROJECT + call_every_signature(path, KNOWN) + textwrap.dedent(f"""
-        images = inputs["images"]
-        good = dict(images=images, known_pixels=np.int32({KNOWN}), seed=np.int64({SEED}),
-                    temperature=np.float32({TEMPERATURE}), num_samples=np.int32({NUM_SAMPLES}),
-                    examples=np.array(examples, object))
-        # an example whose image is 10 bytes: the in-graph size check must answer
-        short = tf.train.Example(features=tf.train.Features(feature={{"image": tf.train.Feature(
-            bytes_list=tf.train.BytesList(value=[b"\\x01" * 10]))}})).SerializeToString()
+    script = NO_PROJECT + call_every_signature(path, KNOWN) + good_requests(KNOWN)
+    script += textwrap.dedent("""
         cases = [
             ("serving_default", "images", images[0]),         # no batch dimension
             ("serving_default", "images", images[:, :3]),     # wrong height
