@@ -9,7 +9,9 @@ MNIST 28x28x1 2 levels, CIFAR-10 / ImageNet32 32x32x3 and ImageNet64 64x64x3 wit
 written as TFRecords by `data_prep`, so the input pipeline is part of the measurement.
 images/s is the median over the log intervals after the first (which holds tracing and XLA
 compilation), as logged to TensorBoard; each interval's ms/step follows the row (on a shared
-machine a slow phase of a minute shows there). Prints a markdown table, with the step's useful GFLOP
+machine a slow phase of a minute shows there), then the run's user and system CPU time and minor
+page faults per step (system time and page faults that grow with the steps mean memory handed
+back to the kernel and faulted in again). Prints a markdown table, with the step's useful GFLOP
 (`pixelrnn_tf.flops`), the achieved GFLOP/s and its share of the float32 matmul peak measured
 at the start of the same run.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -68,14 +71,21 @@ def run_one(preset, replicas, jit, steps, log_every, data_dir, workdir):
         "progress_bar=false", f"cpu_replicas={replicas if replicas > 1 else 0}",
         "binarize=false", "warmup_steps=0", f"jit_compile={jit}"])
     trainer = Trainer(config, workdir, data_dir)
+    before = resource.getrusage(resource.RUSAGE_SELF)
     results = trainer.run()
+    after = resource.getrusage(resource.RUSAGE_SELF)
     print("RESULT " + json.dumps({
         "images_per_second": results["train_images_per_second"],
         "intervals": trainer.throughput,
         "jit": use_jit(config, trainer.distribution),
         "parameters": trainer.model.count_params(),
         "batch": config.optimization.batch_size,
-        "flops": flops.train_step_flops(trainer.model, config.optimization.batch_size)}),
+        "flops": flops.train_step_flops(trainer.model, config.optimization.batch_size),
+        # per step of the whole run (tracing and saving included): user and system CPU
+        # seconds of all threads, minor page faults
+        "user": (after.ru_utime - before.ru_utime) / steps,
+        "system": (after.ru_stime - before.ru_stime) / steps,
+        "faults": (after.ru_minflt - before.ru_minflt) / steps}),
         flush=True)
 
 
@@ -103,7 +113,9 @@ def run_and_print(args, root, preset, shape, levels, data_dir, replicas, jit, pe
           f"{gflops:.1f} | {100 * gflops / peak:.0f}% |", flush=True)
     intervals = " ".join(f"{1000 * result['batch'] / r:.0f}" for r in result["intervals"][1:])
     print(f"  ({preset}, {replicas} replicas, jit {jit}: {time.perf_counter() - start:.0f} s "
-          f"wall; ms/step per interval: {intervals})", file=sys.stderr, flush=True)
+          f"wall; ms/step per interval: {intervals}; per step of the run: "
+          f"user {1000 * result['user']:.0f} ms, system {1000 * result['system']:.0f} ms, "
+          f"{result['faults']:.0f} page faults)", file=sys.stderr, flush=True)
 
 
 def main():
@@ -140,7 +152,8 @@ def main():
     print(f"{args.steps} steps per run, timed over steps {args.log_every + 1}-{args.steps}, "
           f"{os.cpu_count()} CPU cores, TF {tf.__version__}")
     peak = matmul_peak_gflops()
-    print(f"float32 peak: 2048x2048 tf.matmul at {peak:.1f} GFLOP/s (median of 10)\n")
+    print(f"float32 peak: 2048x2048 tf.matmul at {peak:.1f} GFLOP/s (median of 10); "
+          f"TF_CPU_ALLOCATOR_USE_BFC={os.environ.get('TF_CPU_ALLOCATOR_USE_BFC')}\n")
     print("| preset | data | parameters | replicas | jit_compile | images/s | ms/step "
           "| GFLOP/step | GFLOP/s | % of peak |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")

@@ -7,6 +7,14 @@ import os
 # set by the user wins.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# TensorFlow's default CPU allocator hands every freed tensor back to malloc. After a process
+# has run the Trainer's first steps, glibc then returns that memory to the kernel and faults
+# it in again on every step: 9x the page faults, ~30x the system time, and every later train
+# step about 2x slower (docs/benchmarks.md, issue 20). TensorFlow's BFC allocator keeps freed
+# memory for reuse. TensorFlow reads this when it creates its first device, so it applies
+# when pixelrnn_tf is imported before any TensorFlow op runs; a value set by the user wins.
+os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
+
 from pixelrnn_tf.blocks import PixelCNNBlock, RecurrentBlock
 from pixelrnn_tf.class_conditional import classify, marginal_log_prob
 from pixelrnn_tf.diagonal_lstm import DiagonalBiLSTM, DiagonalLSTM

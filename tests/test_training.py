@@ -288,3 +288,29 @@ def test_jit_auto_is_on_for_recurrent_layers_with_several_local_replicas():
     assert not use_jit(config_lib.replace_keys(test, architecture="pixelcnn"), two)
     assert use_jit(config_lib.replace_keys(test, jit_compile="on"), one)
     assert not use_jit(config_lib.replace_keys(test, jit_compile="off"), two)
+
+
+@pytest.mark.parametrize("user_setting, allocator", [(None, "bfc"), ("false", "default")])
+def test_importing_the_package_selects_the_bfc_cpu_allocator(user_setting, allocator):
+    """Imported before any TF op, pixelrnn_tf makes TF's CPU allocator the BFC allocator (it
+    keeps freed memory: without it, a process that ran the Trainer page-faulted every step,
+    issue 20); a TF_CPU_ALLOCATOR_USE_BFC set by the user wins. Only the BFC allocator keeps
+    the statistics get_memory_info reads. A fresh process: this one's TF is initialised."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env.pop("TF_CPU_ALLOCATOR_USE_BFC", None)
+    if user_setting is not None:
+        env["TF_CPU_ALLOCATOR_USE_BFC"] = user_setting
+    code = ("import pixelrnn_tf, tensorflow as tf\n"
+            "tf.reduce_sum(tf.ones([256, 256])).numpy()\n"
+            "try:\n"
+            "    print('bfc' if tf.config.experimental.get_memory_info('CPU:0')['peak'] > 0 "
+            "else 'empty')\n"
+            "except ValueError:\n"
+            "    print('default')\n")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == [allocator]
