@@ -9,11 +9,11 @@ MNIST 28x28x1 2 levels, CIFAR-10 / ImageNet32 32x32x3 and ImageNet64 64x64x3 wit
 written as TFRecords by `data_prep`, so the input pipeline is part of the measurement.
 images/s is the median over the log intervals after the first (which holds tracing and XLA
 compilation), as logged to TensorBoard; each interval's ms/step follows the row (on a shared
-machine a slow phase of a minute shows there), then the run's user and system CPU time and minor
-page faults per step (system time and page faults that grow with the steps mean memory handed
-back to the kernel and faulted in again). Prints a markdown table, with the step's useful GFLOP
-(`pixelrnn_tf.flops`), the achieved GFLOP/s and its share of the float32 matmul peak measured
-at the start of the same run.
+machine a slow phase of a minute shows there), then the user and system CPU time and minor page
+faults per timed step (thousands of faults and much system time per step mean memory handed
+back to the kernel and faulted in again) and the process's peak resident set. Prints a
+markdown table, with the step's useful GFLOP (`pixelrnn_tf.flops`), the achieved GFLOP/s and
+its share of the float32 matmul peak measured at the start of the same run.
 """
 
 from __future__ import annotations
@@ -71,9 +71,18 @@ def run_one(preset, replicas, jit, steps, log_every, data_dir, workdir):
         "progress_bar=false", f"cpu_replicas={replicas if replicas > 1 else 0}",
         "binarize=false", "warmup_steps=0", f"jit_compile={jit}"])
     trainer = Trainer(config, workdir, data_dir)
-    before = resource.getrusage(resource.RUSAGE_SELF)
+    usage = []  # getrusage at the end of each log interval
+    write_train_scalars = trainer.write_train_scalars
+
+    def write_and_measure(interval):
+        write_train_scalars(interval)
+        usage.append(resource.getrusage(resource.RUSAGE_SELF))
+
+    trainer.write_train_scalars = write_and_measure
     results = trainer.run()
-    after = resource.getrusage(resource.RUSAGE_SELF)
+    # From the end of the first interval (tracing, compilation) to the end of the last.
+    timed_steps = (len(usage) - 1) * log_every
+    first, last = usage[0], usage[-1]
     print("RESULT " + json.dumps({
         "images_per_second": results["train_images_per_second"],
         "intervals": trainer.throughput,
@@ -81,11 +90,11 @@ def run_one(preset, replicas, jit, steps, log_every, data_dir, workdir):
         "parameters": trainer.model.count_params(),
         "batch": config.optimization.batch_size,
         "flops": flops.train_step_flops(trainer.model, config.optimization.batch_size),
-        # per step of the whole run (tracing and saving included): user and system CPU
-        # seconds of all threads, minor page faults
-        "user": (after.ru_utime - before.ru_utime) / steps,
-        "system": (after.ru_stime - before.ru_stime) / steps,
-        "faults": (after.ru_minflt - before.ru_minflt) / steps}),
+        # per timed step: user and system CPU seconds of all threads, minor page faults
+        "user": (last.ru_utime - first.ru_utime) / timed_steps,
+        "system": (last.ru_stime - first.ru_stime) / timed_steps,
+        "faults": (last.ru_minflt - first.ru_minflt) / timed_steps,
+        "peak_rss_gb": last.ru_maxrss / 2**20}),  # ru_maxrss is in KiB on Linux
         flush=True)
 
 
@@ -113,9 +122,10 @@ def run_and_print(args, root, preset, shape, levels, data_dir, replicas, jit, pe
           f"{gflops:.1f} | {100 * gflops / peak:.0f}% |", flush=True)
     intervals = " ".join(f"{1000 * result['batch'] / r:.0f}" for r in result["intervals"][1:])
     print(f"  ({preset}, {replicas} replicas, jit {jit}: {time.perf_counter() - start:.0f} s "
-          f"wall; ms/step per interval: {intervals}; per step of the run: "
+          f"wall; ms/step per interval: {intervals}; per timed step: "
           f"user {1000 * result['user']:.0f} ms, system {1000 * result['system']:.0f} ms, "
-          f"{result['faults']:.0f} page faults)", file=sys.stderr, flush=True)
+          f"{result['faults']:.0f} page faults; peak resident set "
+          f"{result['peak_rss_gb']:.2f} GiB)", file=sys.stderr, flush=True)
 
 
 def main():

@@ -7,15 +7,20 @@ One fresh process, the paper's binarized-MNIST Diagonal BiLSTM (batch 16, 1 repl
 `Trainer` on random 28x28 binary images (`train_throughput.py`'s data) and runs it for
 `--steps` steps, then times the plain step again; `--first trainer` builds and runs the
 Trainer before the plain step exists. Prints each block's median wall / CPU ms per step and
-the Trainer's logged ms/step. Run the two orders alternately, several times: on 2026-12-07
-every `--first trainer` process was about 2x slower than every `--first plain` one, for both
-steps, in the same minutes.
+the Trainer's logged ms/step, and the minor page faults per plain step. Run the two orders
+alternately, several times. On 2026-12-07, with TensorFlow's default CPU allocator, every
+`--first trainer` process was about 2x slower than every `--first plain` one, for both steps,
+in the same minutes, with ~9x the page faults: malloc handed freed tensors back to the kernel
+and faulted them in again. pixelrnn_tf now selects TF's BFC allocator on import
+(`TF_CPU_ALLOCATOR_USE_BFC=true`); run with `TF_CPU_ALLOCATOR_USE_BFC=false` to see the old
+behaviour.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -53,6 +58,7 @@ def main():
             for _ in range(3):  # trace, then warm up
                 plain["step"](plain["images"]).numpy()
         results = []
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         for _ in range(blocks):
             wall, cpu = [], []
             for _ in range(size):
@@ -62,8 +68,9 @@ def main():
                 cpu.append(time.process_time() - start_cpu)
             results.append(f"{statistics.median(wall) * 1e3:.0f}/"
                            f"{statistics.median(cpu) * 1e3:.0f}")
+        faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / (blocks * size)
         print(f"{time.strftime('%H:%M:%S')} plain step {tag}: wall/CPU ms per step "
-              f"{' '.join(results)}", flush=True)
+              f"{' '.join(results)}; {faults:.0f} page faults per step", flush=True)
 
     def trainer():
         config = config_lib.apply_overrides(config_lib.get_preset("mnist_diagonal_bilstm"), [
