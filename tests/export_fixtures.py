@@ -39,19 +39,25 @@ def randomize_weights(model, seed=0):
     return model
 
 
-def run_process(args, cwd, timeout=300):
-    with process_in_background(args, cwd, timeout) as finish:
+def run_process(args, cwd, timeout=300, env_changes=None):
+    with process_in_background(args, cwd, timeout, env_changes) as finish:
         return finish()
 
 
 @contextlib.contextmanager
-def process_in_background(args, cwd, timeout=300):
+def process_in_background(args, cwd, timeout=300, env_changes=None):
     """Starts `args` (in `cwd`, without PYTHONPATH, killed after `timeout` s) and yields a
     function that waits for it and returns its subprocess.CompletedProcess; leaving the block
     earlier kills it. A test computes its expected values meanwhile: the process's TensorFlow
-    import and SavedModel loading take the other core."""
+    import and SavedModel loading take the other core. env_changes: {name: value, or None to
+    unset} over this process's environment."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     env.pop("PYTHONPATH", None)
+    for name, value in (env_changes or {}).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     # `timeout` runs the command in its own process group: killing that group ends both.
     process = subprocess.Popen(["timeout", "-k", "10", str(timeout), *args], cwd=cwd, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

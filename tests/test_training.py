@@ -5,6 +5,7 @@ import math
 import os
 import re
 import shutil
+import sys
 
 import keras
 import numpy as np
@@ -20,6 +21,8 @@ from pixelrnn_tf.images import image_grid
 from pixelrnn_tf.steps import make_learning_rate
 from pixelrnn_tf.trainer import Trainer, train_and_evaluate
 from pixelrnn_tf.workdir import TrainingError, Workdir, build_model, load_model, model_variables
+
+from export_fixtures import run_process
 
 
 @pytest.fixture(scope="module")
@@ -291,18 +294,12 @@ def test_jit_auto_is_on_for_recurrent_layers_with_several_local_replicas():
 
 
 @pytest.mark.parametrize("user_setting, allocator", [(None, "bfc"), ("false", "default")])
-def test_importing_the_package_selects_the_bfc_cpu_allocator(user_setting, allocator):
+def test_importing_the_package_selects_the_bfc_cpu_allocator(user_setting, allocator, tmp_path):
     """Imported before any TF op, pixelrnn_tf makes TF's CPU allocator the BFC allocator (it
     keeps freed memory: without it, a process that ran the Trainer page-faulted every step,
     issue 20); a TF_CPU_ALLOCATOR_USE_BFC set by the user wins. Only the BFC allocator keeps
-    the statistics get_memory_info reads. A fresh process: this one's TF is initialised."""
-    import subprocess
-    import sys
-
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    env.pop("TF_CPU_ALLOCATOR_USE_BFC", None)
-    if user_setting is not None:
-        env["TF_CPU_ALLOCATOR_USE_BFC"] = user_setting
+    the statistics get_memory_info reads. A fresh process, whose environment lacks the value
+    this process's own import of pixelrnn_tf set."""
     code = ("import pixelrnn_tf, tensorflow as tf\n"
             "tf.reduce_sum(tf.ones([256, 256])).numpy()\n"
             "try:\n"
@@ -310,7 +307,7 @@ def test_importing_the_package_selects_the_bfc_cpu_allocator(user_setting, alloc
             "else 'empty')\n"
             "except ValueError:\n"
             "    print('default')\n")
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = run_process([sys.executable, "-c", code], tmp_path,
+                       env_changes={"TF_CPU_ALLOCATOR_USE_BFC": user_setting})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == [allocator]
